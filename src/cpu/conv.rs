@@ -1,0 +1,334 @@
+//! 2-D convolution, square kernel k (1 or 3), stride 1 or 2, zero padding k/2.
+//!
+//! Layout: input `[n, h, w, cin]`, weight `[cout, k, k, cin]`, bias `[cout]`,
+//! output `[n, ho, wo, cout]` with `ho = (h + 2*pad - k) / stride + 1`.
+//!
+//! Fast path: a 1x1 stride-1 convolution is one GEMM over the pixels. The
+//! others gather `k*k*cin` patches (im2col, a bounded chunk of output pixels
+//! at a time into a reused scratch buffer) and multiply by the weight seen as
+//! a `[k*k*cin, cout]` matrix: the patch order (ky, kx, ci) is the weight's
+//! own order, so no weight is rearranged. Backward: weight gradient
+//! `dy^T * patches`, input gradient `dy * W` gathered back per input pixel
+//! (a gather, not a scatter, so pixels are independent and run in parallel).
+//! The reference is the seven-loop definition.
+
+use super::gemm::{matmul, Mat};
+use super::with_scratch;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Output pixels whose patches are gathered at once: bounds the scratch
+/// buffer (about 16 MB at k*k*cin = 1152) while keeping the GEMM large.
+const PATCH_ELEMS_PER_CHUNK: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeom {
+    pub fn new(x: &Tensor, weight: &Tensor, stride: usize) -> ConvGeom {
+        let (n, h, w, cin) = x.nhwc();
+        let (cout, k, k2, wcin) = weight.nhwc();
+        assert!(
+            k == k2 && k % 2 == 1 && wcin == cin,
+            "conv weight {:?} does not fit input {:?}",
+            weight.shape(),
+            x.shape()
+        );
+        assert!(stride == 1 || stride == 2, "conv stride {stride}");
+        let pad = k / 2;
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        ConvGeom {
+            n,
+            h,
+            w,
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+            ho,
+            wo,
+        }
+    }
+
+    /// Length of one patch row: the GEMM's inner dimension.
+    pub fn patch_len(&self) -> usize {
+        self.k * self.k * self.cin
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1
+    }
+
+    /// The input pixel that kernel tap (ky, kx) of output pixel (oy, ox)
+    /// reads, or None in the zero padding.
+    fn tap(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (iy < self.h && ix < self.w).then_some((iy, ix))
+    }
+
+    /// Multiply-adds times two.
+    pub fn flops(&self) -> u64 {
+        2 * (self.n * self.ho * self.wo * self.cout * self.patch_len()) as u64
+    }
+}
+
+/// Fills `patches` (rows `first..first + rows` of the im2col matrix).
+fn im2col(g: &ConvGeom, x: &[f32], first: usize, patches: &mut [f32]) {
+    let plen = g.patch_len();
+    patches
+        .par_chunks_mut(plen)
+        .enumerate()
+        .for_each(|(i, row)| {
+            let r = first + i;
+            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let dst = &mut row[(ky * g.k + kx) * g.cin..][..g.cin];
+                    match g.tap(oy, ox, ky, kx) {
+                        Some((iy, ix)) => {
+                            dst.copy_from_slice(&x[((n * g.h + iy) * g.w + ix) * g.cin..][..g.cin])
+                        }
+                        None => dst.fill(0.0),
+                    }
+                }
+            }
+        });
+}
+
+/// Adds the patch gradients of images `n0..` back into their input pixels.
+fn col2im(g: &ConvGeom, dpatches: &[f32], n0: usize, dx: &mut [f32]) {
+    let plen = g.patch_len();
+    dx.par_chunks_mut(g.cin).enumerate().for_each(|(i, px)| {
+        let (n, iy, ix) = (i / (g.h * g.w), (i / g.w) % g.h, i % g.w);
+        debug_assert!(n0 + n < g.n);
+        for ky in 0..g.k {
+            let Some(ty) = (iy + g.pad).checked_sub(ky) else {
+                continue;
+            };
+            if ty % g.stride != 0 || ty / g.stride >= g.ho {
+                continue;
+            }
+            for kx in 0..g.k {
+                let Some(tx) = (ix + g.pad).checked_sub(kx) else {
+                    continue;
+                };
+                if tx % g.stride != 0 || tx / g.stride >= g.wo {
+                    continue;
+                }
+                let row = (n * g.ho + ty / g.stride) * g.wo + tx / g.stride;
+                let src = &dpatches[row * plen + (ky * g.k + kx) * g.cin..][..g.cin];
+                for (d, s) in px.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+        }
+    });
+}
+
+fn broadcast_bias(out: &mut [f32], bias: Option<&Tensor>, cout: usize) {
+    if let Some(b) = bias {
+        for row in out.chunks_mut(cout) {
+            row.copy_from_slice(b.data());
+        }
+    }
+}
+
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize) -> Tensor {
+    let g = ConvGeom::new(x, weight, stride);
+    let pixels = g.n * g.ho * g.wo;
+    let plen = g.patch_len();
+    let mut out = vec![0.0; pixels * g.cout];
+    broadcast_bias(&mut out, bias, g.cout);
+    let wt = Mat::rows(weight.data(), g.cout, plen).t();
+    if g.is_pointwise() {
+        matmul(
+            Mat::rows(x.data(), pixels, g.cin),
+            wt,
+            &mut out,
+            g.cout,
+            bias.is_some(),
+        );
+    } else {
+        let chunk = (PATCH_ELEMS_PER_CHUNK / plen).max(1);
+        with_scratch(chunk.min(pixels) * plen, |patches| {
+            for first in (0..pixels).step_by(chunk) {
+                let rows = chunk.min(pixels - first);
+                let patches = &mut patches[..rows * plen];
+                im2col(&g, x.data(), first, patches);
+                matmul(
+                    Mat::rows(patches, rows, plen),
+                    wt,
+                    &mut out[first * g.cout..],
+                    g.cout,
+                    bias.is_some(),
+                );
+            }
+        });
+    }
+    Tensor::from_vec(&[g.n, g.ho, g.wo, g.cout], out)
+}
+
+/// Gradients of `conv2d` with respect to input, weight and bias; each is
+/// computed only when asked for.
+pub struct ConvGrads {
+    pub dx: Option<Tensor>,
+    pub dw: Option<Tensor>,
+    pub db: Option<Tensor>,
+}
+
+pub fn conv2d_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    need: [bool; 3],
+) -> ConvGrads {
+    let g = ConvGeom::new(x, weight, stride);
+    let plen = g.patch_len();
+    let pixels = g.n * g.ho * g.wo;
+    let dy_mat = Mat::rows(dy.data(), pixels, g.cout);
+    let w_mat = Mat::rows(weight.data(), g.cout, plen);
+    let mut dx = need[0].then(|| vec![0.0; x.numel()]);
+    let mut dw = need[1].then(|| vec![0.0; weight.numel()]);
+    if g.is_pointwise() {
+        if let Some(dx) = dx.as_mut() {
+            matmul(dy_mat, w_mat, dx, g.cin, false);
+        }
+        if let Some(dw) = dw.as_mut() {
+            matmul(
+                dy_mat.t(),
+                Mat::rows(x.data(), pixels, g.cin),
+                dw,
+                plen,
+                false,
+            );
+        }
+    } else if need[0] || need[1] {
+        // Whole images per chunk, so that col2im sees every patch of a pixel.
+        let per_image = g.ho * g.wo;
+        let images = (PATCH_ELEMS_PER_CHUNK / (per_image * plen)).clamp(1, g.n);
+        with_scratch(images * per_image * plen, |patches| {
+            for n0 in (0..g.n).step_by(images) {
+                let count = images.min(g.n - n0);
+                let rows = count * per_image;
+                let first = n0 * per_image;
+                let patches = &mut patches[..rows * plen];
+                let dy_chunk = Mat::rows(&dy.data()[first * g.cout..], rows, g.cout);
+                if let Some(dw) = dw.as_mut() {
+                    im2col(&g, x.data(), first, patches);
+                    matmul(
+                        dy_chunk.t(),
+                        Mat::rows(patches, rows, plen),
+                        dw,
+                        plen,
+                        n0 > 0,
+                    );
+                }
+                if let Some(dx) = dx.as_mut() {
+                    matmul(dy_chunk, w_mat, patches, plen, false);
+                    let image_len = g.h * g.w * g.cin;
+                    col2im(
+                        &g,
+                        patches,
+                        n0,
+                        &mut dx[n0 * image_len..(n0 + count) * image_len],
+                    );
+                }
+            }
+        });
+    }
+    ConvGrads {
+        dx: dx.map(|d| Tensor::from_vec(x.shape(), d)),
+        dw: dw.map(|d| Tensor::from_vec(weight.shape(), d)),
+        db: need[2].then(|| super::sum_rows(dy)),
+    }
+}
+
+/// The definition, loop by loop.
+pub fn conv2d_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+) -> Tensor {
+    let g = ConvGeom::new(x, weight, stride);
+    let (xd, wd) = (x.data(), weight.data());
+    let mut out = vec![0.0; g.n * g.ho * g.wo * g.cout];
+    for n in 0..g.n {
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                for co in 0..g.cout {
+                    let mut acc = bias.map_or(0.0, |b| b.data()[co] as f64);
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let Some((iy, ix)) = g.tap(oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            for ci in 0..g.cin {
+                                acc += xd[((n * g.h + iy) * g.w + ix) * g.cin + ci] as f64
+                                    * wd[((co * g.k + ky) * g.k + kx) * g.cin + ci] as f64;
+                            }
+                        }
+                    }
+                    out[((n * g.ho + oy) * g.wo + ox) * g.cout + co] = acc as f32;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(&[g.n, g.ho, g.wo, g.cout], out)
+}
+
+/// The backward definition, loop by loop: every product of the forward sum
+/// sends its share of `dy` to both factors.
+pub fn conv2d_backward_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+) -> ConvGrads {
+    let g = ConvGeom::new(x, weight, stride);
+    let (xd, wd, dyd) = (x.data(), weight.data(), dy.data());
+    let mut dx = vec![0.0; x.numel()];
+    let mut dw = vec![0.0; weight.numel()];
+    for n in 0..g.n {
+        for oy in 0..g.ho {
+            for ox in 0..g.wo {
+                for co in 0..g.cout {
+                    let d = dyd[((n * g.ho + oy) * g.wo + ox) * g.cout + co];
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let Some((iy, ix)) = g.tap(oy, ox, ky, kx) else {
+                                continue;
+                            };
+                            for ci in 0..g.cin {
+                                let xi = ((n * g.h + iy) * g.w + ix) * g.cin + ci;
+                                let wi = ((co * g.k + ky) * g.k + kx) * g.cin + ci;
+                                dx[xi] += d * wd[wi];
+                                dw[wi] += d * xd[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ConvGrads {
+        dx: Some(Tensor::from_vec(x.shape(), dx)),
+        dw: Some(Tensor::from_vec(weight.shape(), dw)),
+        db: Some(super::sum_rows(dy)),
+    }
+}

@@ -1,0 +1,157 @@
+//! Element-wise ops: SiLU, add, and ADM's per-image channel modulation.
+//!
+//! Layout: any shape for SiLU and add; `scale_shift` takes x `[n, h, w, c]`
+//! and a per-image vector `ss` of `[n, 2c]` (scale then shift, the order of
+//! `torch.chunk(emb_out, 2, dim=1)`: `y = x * (1 + scale) + shift`, ADM's
+//! use_scale_shift_norm) or `[n, c]` (shift only: `y = x + shift`, ADM
+//! without it). Memory-bound loops, split across the rayon pool.
+
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Elements per rayon task: large enough to amortise scheduling.
+const GRAIN: usize = 1 << 14;
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+pub fn silu(x: &Tensor) -> Tensor {
+    let mut y = vec![0.0; x.numel()];
+    y.par_chunks_mut(GRAIN)
+        .zip(x.data().par_chunks(GRAIN))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = v * sigmoid(v);
+            }
+        });
+    Tensor::from_vec(x.shape(), y)
+}
+
+pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Tensor {
+    let mut dx = vec![0.0; x.numel()];
+    dx.par_chunks_mut(GRAIN)
+        .zip(x.data().par_chunks(GRAIN).zip(dy.data().par_chunks(GRAIN)))
+        .for_each(|(o, (xc, dc))| {
+            for ((o, &v), &d) in o.iter_mut().zip(xc).zip(dc) {
+                let s = sigmoid(v);
+                *o = d * s * (1.0 + v * (1.0 - s));
+            }
+        });
+    Tensor::from_vec(x.shape(), dx)
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
+    assert_eq!(a.shape(), b.shape(), "add shape mismatch");
+    let mut y = vec![0.0; a.numel()];
+    y.par_chunks_mut(GRAIN)
+        .zip(a.data().par_chunks(GRAIN).zip(b.data().par_chunks(GRAIN)))
+        .for_each(|(o, (ac, bc))| {
+            for ((o, &u), &v) in o.iter_mut().zip(ac).zip(bc) {
+                *o = u + v;
+            }
+        });
+    Tensor::from_vec(a.shape(), y)
+}
+
+/// Whether `ss` carries a scale (2c channels) or only a shift (c channels).
+fn modulation(x: &Tensor, ss: &Tensor) -> (usize, bool) {
+    let (n, _, _, c) = x.nhwc();
+    match ss.shape() {
+        [sn, sc] if *sn == n && *sc == 2 * c => (c, true),
+        [sn, sc] if *sn == n && *sc == c => (c, false),
+        other => panic!("scale/shift {other:?} does not fit {:?}", x.shape()),
+    }
+}
+
+pub fn scale_shift(x: &Tensor, ss: &Tensor) -> Tensor {
+    let (c, has_scale) = modulation(x, ss);
+    let width = ss.shape()[1];
+    let image = x.numel() / x.shape()[0];
+    let mut y = vec![0.0; x.numel()];
+    y.par_chunks_mut(image)
+        .zip(x.data().par_chunks(image).zip(ss.data().par_chunks(width)))
+        .for_each(|(yi, (xi, s))| {
+            let (scale, shift) = if has_scale {
+                s.split_at(c)
+            } else {
+                (&[][..], s)
+            };
+            for (ypx, xpx) in yi.chunks_mut(c).zip(xi.chunks(c)) {
+                for ch in 0..c {
+                    let gain = if has_scale { 1.0 + scale[ch] } else { 1.0 };
+                    ypx[ch] = xpx[ch] * gain + shift[ch];
+                }
+            }
+        });
+    Tensor::from_vec(x.shape(), y)
+}
+
+/// Returns (dx, dss).
+pub fn scale_shift_backward(x: &Tensor, ss: &Tensor, dy: &Tensor) -> (Tensor, Tensor) {
+    let (c, has_scale) = modulation(x, ss);
+    let width = ss.shape()[1];
+    let image = x.numel() / x.shape()[0];
+    let mut dx = vec![0.0; x.numel()];
+    let mut dss = vec![0.0; ss.numel()];
+    dx.par_chunks_mut(image)
+        .zip(dss.par_chunks_mut(width))
+        .zip(x.data().par_chunks(image).zip(dy.data().par_chunks(image)))
+        .zip(ss.data().par_chunks(width))
+        .for_each(|(((dxi, dsi), (xi, dyi)), s)| {
+            let mut dscale = vec![0.0f64; c];
+            let mut dshift = vec![0.0f64; c];
+            for ((dxpx, xpx), dypx) in dxi.chunks_mut(c).zip(xi.chunks(c)).zip(dyi.chunks(c)) {
+                for ch in 0..c {
+                    let gain = if has_scale { 1.0 + s[ch] } else { 1.0 };
+                    dxpx[ch] = dypx[ch] * gain;
+                    dscale[ch] += (dypx[ch] * xpx[ch]) as f64;
+                    dshift[ch] += dypx[ch] as f64;
+                }
+            }
+            let (ds_scale, ds_shift) = if has_scale {
+                dsi.split_at_mut(c)
+            } else {
+                (&mut [][..], dsi)
+            };
+            for ch in 0..c {
+                if has_scale {
+                    ds_scale[ch] = dscale[ch] as f32;
+                }
+                ds_shift[ch] = dshift[ch] as f32;
+            }
+        });
+    (
+        Tensor::from_vec(x.shape(), dx),
+        Tensor::from_vec(ss.shape(), dss),
+    )
+}
+
+/// Channel concatenation `[n, h, w, ca] ++ [n, h, w, cb]` (the U-Net's skips).
+pub fn concat(a: &Tensor, b: &Tensor) -> Tensor {
+    let (n, h, w, ca) = a.nhwc();
+    let (nb, hb, wb, cb) = b.nhwc();
+    assert_eq!((n, h, w), (nb, hb, wb), "concat of mismatched images");
+    let mut y = Vec::with_capacity(a.numel() + b.numel());
+    for (pa, pb) in a.data().chunks(ca).zip(b.data().chunks(cb)) {
+        y.extend_from_slice(pa);
+        y.extend_from_slice(pb);
+    }
+    Tensor::from_vec(&[n, h, w, ca + cb], y)
+}
+
+/// Splits a gradient of `concat` back into its two parts.
+pub fn concat_backward(dy: &Tensor, ca: usize) -> (Tensor, Tensor) {
+    let (n, h, w, c) = dy.nhwc();
+    let cb = c - ca;
+    let mut da = Vec::with_capacity(n * h * w * ca);
+    let mut db = Vec::with_capacity(n * h * w * cb);
+    for px in dy.data().chunks(c) {
+        da.extend_from_slice(&px[..ca]);
+        db.extend_from_slice(&px[ca..]);
+    }
+    (
+        Tensor::from_vec(&[n, h, w, ca], da),
+        Tensor::from_vec(&[n, h, w, cb], db),
+    )
+}

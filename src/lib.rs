@@ -1,0 +1,16 @@
+//! nadb: Noise-Aligned Diffusion Bridge image restoration.
+//!
+//! Layers, bottom up: `tensor` (NHWC storage), `cpu` (the reference backend,
+//! one file per op family), `autograd` (the tape) and `ops` (differentiable
+//! ops on it), `nn` (the ADM U-Net), `optim` (AdamW, EMA, clipping),
+//! `checkpoint` (safetensors in and out).
+
+pub mod autograd;
+pub mod cpu;
+pub mod error;
+pub mod nn;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use tensor::Tensor;
