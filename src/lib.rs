@@ -5,11 +5,14 @@
 //! ops on it), `nn` (the ADM U-Net), `optim` (AdamW, EMA, clipping),
 //! `checkpoint` (safetensors in and out).
 
+pub mod atomic;
 pub mod autograd;
+pub mod checkpoint;
 pub mod cpu;
 pub mod error;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod tensor;
 
 pub use error::{Error, Result};

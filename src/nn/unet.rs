@@ -11,6 +11,7 @@
 
 use super::config::UnetConfig;
 use crate::autograd::{Tape, Var};
+use crate::bail;
 use crate::error::Result;
 use crate::ops;
 use crate::tensor::Tensor;
@@ -524,10 +525,8 @@ impl Unet {
     /// A freshly initialised network (PyTorch's default initialisation,
     /// ADM's zeroed output layers), reproducible from `seed`.
     pub fn new(config: &UnetConfig, seed: u64) -> Result<Unet> {
-        config.validate()?;
-        let (arch, specs) = Arch::build(config);
         let mut rng = StdRng::seed_from_u64(seed);
-        let params = specs
+        let params = param_specs(config)?
             .iter()
             .map(|s| {
                 let data = match s.init {
@@ -540,13 +539,39 @@ impl Unet {
                             .collect()
                     }
                 };
-                Rc::new(Tensor::from_vec(&s.shape, data))
+                Tensor::from_vec(&s.shape, data)
             })
             .collect();
+        Unet::from_params(config, params)
+    }
+
+    /// A network with the given weights, in `param_specs` order.
+    pub fn from_params(config: &UnetConfig, params: Vec<Tensor>) -> Result<Unet> {
+        config.validate()?;
+        let (arch, specs) = Arch::build(config);
+        if params.len() != specs.len() {
+            bail!(
+                "config '{}' has {} parameter tensors, {} given",
+                config.name,
+                specs.len(),
+                params.len()
+            );
+        }
+        for (spec, p) in specs.iter().zip(&params) {
+            if spec.shape != p.shape() {
+                bail!(
+                    "parameter '{}' has shape {:?}, config '{}' expects {:?}",
+                    spec.name,
+                    p.shape(),
+                    config.name,
+                    spec.shape
+                );
+            }
+        }
         Ok(Unet {
             config: config.clone(),
             specs,
-            params,
+            params: params.into_iter().map(Rc::new).collect(),
             arch,
         })
     }

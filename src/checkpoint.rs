@@ -1,0 +1,212 @@
+//! Checkpoints: safetensors files with the model config and the training
+//! state in the metadata.
+//!
+//! Tensor names: a network's parameters under their ADM names, optionally
+//! behind a prefix for each group that travels with them (`ema.` for the
+//! EMA weights, `adam_m.` and `adam_v.` for AdamW's moments). Metadata:
+//! `nadb.config` (the `UnetConfig` as JSON) and, for training checkpoints,
+//! `nadb.training` (JSON owned by the trainer). Tensors are f32 (bf16 is
+//! read too, widened to f32: shipped weights may be stored that way).
+//!
+//! Files are mapped with memmap2 and validated up front: a truncated file,
+//! a missing or mis-shaped tensor, or a config other than the one asked for
+//! is refused with an error that names the file and the tensor.
+
+use crate::atomic::write_atomic;
+use crate::bail;
+use crate::error::{Error, Result};
+use crate::nn::{ParamSpec, Unet, UnetConfig};
+use crate::tensor::Tensor;
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+const CONFIG_KEY: &str = "nadb.config";
+const TRAINING_KEY: &str = "nadb.training";
+
+/// Prefixes of the tensor groups a training checkpoint holds.
+pub const EMA_PREFIX: &str = "ema.";
+pub const ADAM_M_PREFIX: &str = "adam_m.";
+pub const ADAM_V_PREFIX: &str = "adam_v.";
+
+/// One named group of tensors to save: `prefix + spec.name` for each.
+pub struct Group<'a> {
+    pub prefix: &'a str,
+    pub tensors: Vec<&'a Tensor>,
+}
+
+/// Writes `groups` (each in `specs` order) with the config and optional
+/// training state, atomically.
+pub fn save(
+    path: &Path,
+    config: &UnetConfig,
+    specs: &[ParamSpec],
+    groups: &[Group],
+    training: Option<&str>,
+) -> Result<()> {
+    let mut views = Vec::new();
+    for g in groups {
+        assert_eq!(g.tensors.len(), specs.len(), "group '{}' size", g.prefix);
+        for (spec, t) in specs.iter().zip(&g.tensors) {
+            assert_eq!(spec.shape, t.shape(), "tensor {} shape", spec.name);
+            let bytes: &[u8] = bytemuck::cast_slice(t.data());
+            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), bytes)
+                .map_err(|e| Error(format!("{}: {e:?}", spec.name)))?;
+            views.push((format!("{}{}", g.prefix, spec.name), view));
+        }
+    }
+    let mut meta = HashMap::new();
+    let config_json = serde_json::to_string(config).expect("config serialises");
+    meta.insert(CONFIG_KEY.to_string(), config_json);
+    if let Some(t) = training {
+        meta.insert(TRAINING_KEY.to_string(), t.to_string());
+    }
+    let bytes = safetensors::tensor::serialize(views, &Some(meta))
+        .map_err(|e| Error(format!("{}: cannot serialise: {e:?}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Saves a network's own weights (no training state): what `restore` loads.
+pub fn save_weights(path: &Path, net: &Unet) -> Result<()> {
+    let group = Group {
+        prefix: "",
+        tensors: net.params().iter().map(|p| &**p).collect(),
+    };
+    save(path, &net.config, net.specs(), &[group], None)
+}
+
+/// An opened, validated checkpoint file.
+pub struct Checkpoint {
+    path: PathBuf,
+    map: Mmap,
+    pub config: UnetConfig,
+    pub training: Option<String>,
+}
+
+fn describe(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
+            "truncated: the file is shorter (or longer) than its header declares".to_string()
+        }
+        SafeTensorError::HeaderTooSmall => "truncated: no safetensors header".to_string(),
+        other => format!("not a valid safetensors file ({other:?})"),
+    }
+}
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        let p = path.display();
+        let file =
+            File::open(path).map_err(|e| Error(format!("checkpoint {p}: cannot open: {e}")))?;
+        // SAFETY: the mapping is read-only and lives in `Checkpoint`; a file
+        // changed underneath by another process could change what is read,
+        // never memory safety of this process beyond those bytes.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error(format!("checkpoint {p}: cannot map: {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| Error(format!("checkpoint {p}: {}", describe(&e))))?;
+        let info = meta.metadata().clone().unwrap_or_default();
+        let Some(config_json) = info.get(CONFIG_KEY) else {
+            bail!("checkpoint {p}: no '{CONFIG_KEY}' in its metadata (not written by nadb)");
+        };
+        let config: UnetConfig = serde_json::from_str(config_json)
+            .map_err(|e| Error(format!("checkpoint {p}: unreadable '{CONFIG_KEY}': {e}")))?;
+        config
+            .validate()
+            .map_err(|e| Error(format!("checkpoint {p}: {e}")))?;
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            config,
+            training: info.get(TRAINING_KEY).cloned(),
+            map,
+        })
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.map).map_err(|e| {
+            Error(format!(
+                "checkpoint {}: {}",
+                self.path.display(),
+                describe(&e)
+            ))
+        })
+    }
+
+    /// Refuses the file if it was made for another network than `expected`.
+    pub fn expect_config(&self, expected: &UnetConfig) -> Result<()> {
+        if &self.config != expected {
+            bail!(
+                "checkpoint {} was made for config '{}' ({}), expected '{}' ({})",
+                self.path.display(),
+                self.config.name,
+                summary(&self.config),
+                expected.name,
+                summary(expected)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn has_group(&self, prefix: &str, specs: &[ParamSpec]) -> Result<bool> {
+        let names = self.tensors()?;
+        Ok(specs
+            .first()
+            .is_some_and(|s| names.tensor(&format!("{prefix}{}", s.name)).is_ok()))
+    }
+
+    /// Reads the group `prefix`, one tensor per spec, checking each.
+    pub fn load_group(&self, prefix: &str, specs: &[ParamSpec]) -> Result<Vec<Tensor>> {
+        let st = self.tensors()?;
+        let p = self.path.display();
+        specs
+            .iter()
+            .map(|spec| {
+                let name = format!("{prefix}{}", spec.name);
+                let Ok(view) = st.tensor(&name) else {
+                    bail!("checkpoint {p}: missing tensor '{name}'");
+                };
+                if view.shape() != spec.shape.as_slice() {
+                    bail!(
+                        "checkpoint {p}: tensor '{name}' has shape {:?}, config '{}' expects {:?}",
+                        view.shape(),
+                        self.config.name,
+                        spec.shape
+                    );
+                }
+                let data = match view.dtype() {
+                    Dtype::F32 => view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                    Dtype::BF16 => view
+                        .data()
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    other => bail!(
+                        "checkpoint {p}: tensor '{name}' is {other:?}; only F32 and BF16 are read"
+                    ),
+                };
+                Ok(Tensor::from_vec(&spec.shape, data))
+            })
+            .collect()
+    }
+
+    /// The network stored under `prefix` ("" for raw weights, `ema.` for
+    /// the averaged ones).
+    pub fn load_unet(&self, prefix: &str) -> Result<Unet> {
+        let specs = crate::nn::param_specs(&self.config)?;
+        let params = self.load_group(prefix, &specs)?;
+        Unet::from_params(&self.config, params)
+    }
+}
+
+fn summary(c: &UnetConfig) -> String {
+    format!(
+        "base {}, mults {:?}, {} res blocks, time input {}",
+        c.base_channels, c.channel_mult, c.res_blocks, c.time_input
+    )
+}

@@ -1,0 +1,263 @@
+//! Every op: the fast path against the reference, and the tape's gradient
+//! against finite differences.
+
+mod common;
+
+use common::{check_grads, randn, rng};
+use nadb::cpu::gemm::{matmul, matmul_reference, Mat};
+use nadb::cpu::{attention, conv, linear};
+use nadb::ops;
+use nadb::Tensor;
+
+fn assert_close(name: &str, a: &Tensor, b: &Tensor, tol: f32) {
+    assert_eq!(a.shape(), b.shape(), "{name}: shapes");
+    let d = a.max_abs_diff(b);
+    assert!(d <= tol, "{name}: max difference {d} > {tol}");
+}
+
+#[test]
+fn gemm_matches_reference_on_strided_views() {
+    let mut r = rng(1);
+    // Large enough to take the threaded path, with transposed operands.
+    for &(m, k, n) in &[(3, 5, 7), (130, 67, 90), (257, 129, 65)] {
+        let a = randn(&mut r, &[k, m], 1.0); // read transposed
+        let b = randn(&mut r, &[n, k], 1.0); // read transposed
+        let am = Mat::rows(a.data(), k, m).t();
+        let bm = Mat::rows(b.data(), n, k).t();
+        let mut fast = randn(&mut r, &[m, n + 3], 1.0).into_vec();
+        let mut slow = fast.clone();
+        matmul(am, bm, &mut fast, n + 3, true);
+        matmul_reference(am, bm, &mut slow, n + 3, true);
+        let (f, s) = (
+            Tensor::from_vec(&[m, n + 3], fast),
+            Tensor::from_vec(&[m, n + 3], slow),
+        );
+        assert_close("gemm", &f, &s, 1e-4 * k as f32);
+    }
+}
+
+/// (n, h, w, cin, cout, k, stride): odd sizes, both kernels, both strides.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+    (2, 5, 6, 3, 4, 3, 1),
+    (1, 7, 5, 4, 6, 3, 2),
+    (2, 4, 4, 5, 3, 1, 1),
+    (1, 5, 7, 3, 2, 1, 2),
+    (3, 6, 6, 8, 8, 3, 1),
+];
+
+#[test]
+fn conv_fast_path_matches_reference() {
+    let mut r = rng(2);
+    for &(n, h, w, cin, cout, k, s) in &CONV_CASES {
+        let x = randn(&mut r, &[n, h, w, cin], 1.0);
+        let wt = randn(&mut r, &[cout, k, k, cin], 0.5);
+        let b = randn(&mut r, &[cout], 0.5);
+        let fast = conv::conv2d(&x, &wt, Some(&b), s);
+        let slow = conv::conv2d_reference(&x, &wt, Some(&b), s);
+        assert_close("conv forward", &fast, &slow, 1e-5);
+        let dy = randn(&mut r, fast.shape(), 1.0);
+        let f = conv::conv2d_backward(&x, &wt, &dy, s, [true, true, true]);
+        let g = conv::conv2d_backward_reference(&x, &wt, &dy, s);
+        assert_close(
+            "conv dx",
+            f.dx.as_ref().unwrap(),
+            g.dx.as_ref().unwrap(),
+            1e-4,
+        );
+        assert_close(
+            "conv dw",
+            f.dw.as_ref().unwrap(),
+            g.dw.as_ref().unwrap(),
+            1e-4,
+        );
+        assert_close(
+            "conv db",
+            f.db.as_ref().unwrap(),
+            g.db.as_ref().unwrap(),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn conv_gradients() {
+    let mut r = rng(3);
+    for &(n, h, w, cin, cout, k, s) in &CONV_CASES {
+        let x = randn(&mut r, &[n, h, w, cin], 1.0);
+        let wt = randn(&mut r, &[cout, k, k, cin], 0.5);
+        let b = randn(&mut r, &[cout], 0.5);
+        check_grads(
+            "conv with bias",
+            vec![x.clone(), wt.clone(), b],
+            40,
+            1e-4,
+            |t, v| ops::conv2d(t, &v[0], &v[1], Some(&v[2]), s),
+        );
+        check_grads("conv without bias", vec![x, wt], 40, 1e-4, |t, v| {
+            ops::conv2d(t, &v[0], &v[1], None, s)
+        });
+    }
+}
+
+#[test]
+fn linear_fast_path_matches_reference_and_gradients() {
+    let mut r = rng(4);
+    let x = randn(&mut r, &[2, 3, 3, 16], 1.0);
+    let w = randn(&mut r, &[24, 16], 0.5);
+    let b = randn(&mut r, &[24], 0.5);
+    let fast = linear::linear(&x, &w, Some(&b));
+    let slow = linear::linear_reference(&x, &w, Some(&b));
+    assert_close("linear", &fast, &slow, 1e-5);
+    assert_eq!(fast.shape(), &[2, 3, 3, 24]);
+    check_grads("linear", vec![x, w, b], 40, 1e-4, |t, v| {
+        ops::linear(t, &v[0], &v[1], Some(&v[2]))
+    });
+}
+
+#[test]
+fn group_norm_gradients_with_and_without_silu() {
+    let mut r = rng(5);
+    let x = randn(&mut r, &[2, 3, 4, 8], 2.0);
+    let gamma = randn(&mut r, &[8], 1.0);
+    let beta = randn(&mut r, &[8], 1.0);
+    for silu in [false, true] {
+        check_grads(
+            "group norm",
+            vec![x.clone(), gamma.clone(), beta.clone()],
+            40,
+            1e-4,
+            |t, v| ops::group_norm(t, &v[0], &v[1], &v[2], 4, silu),
+        );
+    }
+}
+
+#[test]
+fn group_norm_normalises_each_group() {
+    let mut r = rng(6);
+    let x = randn(&mut r, &[2, 4, 4, 64], 3.0);
+    let (y, _) = nadb::cpu::norm::group_norm(
+        &x,
+        &Tensor::full(&[64], 1.0),
+        &Tensor::zeros(&[64]),
+        32,
+        false,
+    );
+    // Group 5 of image 1: channels 10 and 11 of its 16 pixels.
+    let vals: Vec<f64> = y.data()[16 * 64..]
+        .chunks(64)
+        .flat_map(|px| [px[10] as f64, px[11] as f64])
+        .collect();
+    let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+    assert!(
+        mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+        "mean {mean} var {var}"
+    );
+}
+
+#[test]
+fn elementwise_gradients() {
+    let mut r = rng(7);
+    let x = randn(&mut r, &[2, 3, 2, 4], 2.0);
+    let y = randn(&mut r, &[2, 3, 2, 4], 1.0);
+    check_grads("silu", vec![x.clone()], 48, 1e-4, |t, v| {
+        ops::silu(t, &v[0])
+    });
+    check_grads("add", vec![x.clone(), y.clone()], 48, 1e-4, |t, v| {
+        ops::add(t, &v[0], &v[1])
+    });
+    let ss = randn(&mut r, &[2, 8], 1.0);
+    check_grads("scale-shift", vec![x.clone(), ss], 48, 1e-4, |t, v| {
+        ops::scale_shift(t, &v[0], &v[1])
+    });
+    let shift = randn(&mut r, &[2, 4], 1.0);
+    check_grads("shift", vec![x.clone(), shift], 48, 1e-4, |t, v| {
+        ops::scale_shift(t, &v[0], &v[1])
+    });
+    let z = randn(&mut r, &[2, 3, 2, 5], 1.0);
+    check_grads("concat", vec![x, z], 48, 1e-4, |t, v| {
+        ops::concat(t, &v[0], &v[1])
+    });
+}
+
+#[test]
+fn scale_shift_values() {
+    let x = Tensor::from_vec(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let ss = Tensor::from_vec(&[1, 4], vec![1.0, -0.5, 10.0, 20.0]);
+    let y = nadb::cpu::elementwise::scale_shift(&x, &ss);
+    assert_eq!(y.data(), &[12.0, 21.0, 16.0, 22.0]);
+}
+
+#[test]
+fn resample_values_and_gradients() {
+    let x = Tensor::from_vec(&[1, 2, 2, 1], vec![1.0, 2.0, 3.0, 4.0]);
+    let up = nadb::cpu::resample::upsample2x(&x);
+    assert_eq!(
+        up.data(),
+        &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]
+    );
+    let down = nadb::cpu::resample::avgpool2x(&up);
+    assert_eq!(down.data(), x.data());
+    let pooled =
+        nadb::cpu::resample::avgpool2x(&Tensor::from_vec(&[1, 2, 2, 1], vec![1.0, 2.0, 3.0, 6.0]));
+    assert_eq!(pooled.data(), &[3.0]);
+    let mut r = rng(8);
+    let a = randn(&mut r, &[2, 3, 2, 3], 1.0);
+    check_grads("upsample", vec![a], 36, 1e-4, |t, v| {
+        ops::upsample2x(t, &v[0])
+    });
+    let b = randn(&mut r, &[2, 4, 6, 3], 1.0);
+    check_grads("avgpool", vec![b], 36, 1e-4, |t, v| {
+        ops::avgpool2x(t, &v[0])
+    });
+}
+
+#[test]
+fn attention_fast_path_matches_reference_and_gradients() {
+    let mut r = rng(9);
+    // 2 images, 2x3 tokens, 2 heads of 4 channels.
+    let qkv = randn(&mut r, &[2, 2, 3, 24], 1.5);
+    let (fast, _) = attention::attention(&qkv, 4);
+    let slow = attention::attention_reference(&qkv, 4);
+    assert_close("attention", &fast, &slow, 1e-5);
+    assert_eq!(fast.shape(), &[2, 2, 3, 8]);
+    check_grads("attention", vec![qkv], 60, 1e-4, |t, v| {
+        ops::attention(t, &v[0], 4)
+    });
+    // At a U-Net shape: 16x16 tokens, 2 heads of 64.
+    let big = randn(&mut r, &[1, 16, 16, 384], 1.0);
+    assert_close(
+        "attention 16x16",
+        &attention::attention(&big, 64).0,
+        &attention::attention_reference(&big, 64),
+        1e-4,
+    );
+}
+
+#[test]
+fn time_embedding_values_and_gradient() {
+    let t = Tensor::from_vec(&[2], vec![0.0, 500.0]);
+    let e = nadb::cpu::embed::timestep_embedding(&t, 8);
+    // t = 0: cos = 1, sin = 0.
+    assert_eq!(&e.data()[..8], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    // t = 500, i = 1: frequency exp(-ln(10000) / 4) = 0.1.
+    assert!((e.data()[8 + 1] - (50.0f64).cos() as f32).abs() < 1e-5);
+    assert!((e.data()[8 + 5] - (50.0f64).sin() as f32).abs() < 1e-5);
+    let small = Tensor::from_vec(&[3], vec![0.3, 1.7, -0.4]);
+    check_grads("time embedding", vec![small], 3, 1e-4, |t, v| {
+        ops::time_embedding(t, &v[0], 8)
+    });
+}
+
+#[test]
+fn mse_value_and_gradients() {
+    let p = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let y = Tensor::from_vec(&[2, 2], vec![1.0, 0.0, 3.0, 2.0]);
+    assert_eq!(nadb::cpu::loss::mse(&p, &y).data(), &[2.0]);
+    let mut r = rng(10);
+    let a = randn(&mut r, &[3, 5], 1.0);
+    let b = randn(&mut r, &[3, 5], 1.0);
+    check_grads("mse", vec![a, b], 15, 1e-4, |t, v| {
+        ops::mse(t, &v[0], &v[1])
+    });
+}
