@@ -156,39 +156,62 @@ impl Checkpoint {
             .is_some_and(|s| names.tensor(&format!("{prefix}{}", s.name)).is_ok()))
     }
 
+    /// The stored tensor `prefix + spec.name`, if present with the shape
+    /// the spec expects.
+    fn view<'a>(
+        &self,
+        st: &SafeTensors<'a>,
+        prefix: &str,
+        spec: &ParamSpec,
+    ) -> Result<TensorView<'a>> {
+        let p = self.path.display();
+        let name = format!("{prefix}{}", spec.name);
+        let Ok(view) = st.tensor(&name) else {
+            bail!("checkpoint {p}: missing tensor '{name}'");
+        };
+        if view.shape() != spec.shape.as_slice() {
+            bail!(
+                "checkpoint {p}: tensor '{name}' has shape {:?}, config '{}' expects {:?}",
+                view.shape(),
+                self.config.name,
+                spec.shape
+            );
+        }
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::BF16) {
+            bail!(
+                "checkpoint {p}: tensor '{name}' is {:?}; only F32 and BF16 are read",
+                view.dtype()
+            );
+        }
+        Ok(view)
+    }
+
+    /// Checks that group `prefix` holds every tensor of `specs` with the
+    /// right shape and type, without reading the numbers.
+    pub fn check_group(&self, prefix: &str, specs: &[ParamSpec]) -> Result<()> {
+        let st = self.tensors()?;
+        specs
+            .iter()
+            .try_for_each(|spec| self.view(&st, prefix, spec).map(drop))
+    }
+
     /// Reads the group `prefix`, one tensor per spec, checking each.
     pub fn load_group(&self, prefix: &str, specs: &[ParamSpec]) -> Result<Vec<Tensor>> {
         let st = self.tensors()?;
-        let p = self.path.display();
         specs
             .iter()
             .map(|spec| {
-                let name = format!("{prefix}{}", spec.name);
-                let Ok(view) = st.tensor(&name) else {
-                    bail!("checkpoint {p}: missing tensor '{name}'");
-                };
-                if view.shape() != spec.shape.as_slice() {
-                    bail!(
-                        "checkpoint {p}: tensor '{name}' has shape {:?}, config '{}' expects {:?}",
-                        view.shape(),
-                        self.config.name,
-                        spec.shape
-                    );
-                }
-                let data = match view.dtype() {
-                    Dtype::F32 => view
-                        .data()
+                let view = self.view(&st, prefix, spec)?;
+                let data = if view.dtype() == Dtype::F32 {
+                    view.data()
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                    Dtype::BF16 => view
-                        .data()
+                        .collect()
+                } else {
+                    view.data()
                         .chunks_exact(2)
                         .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect(),
-                    other => bail!(
-                        "checkpoint {p}: tensor '{name}' is {other:?}; only F32 and BF16 are read"
-                    ),
+                        .collect()
                 };
                 Ok(Tensor::from_vec(&spec.shape, data))
             })

@@ -1,8 +1,8 @@
 //! The `nadb` command line.
 
 use clap::{Parser, Subcommand};
-use nadb::checkpoint::Checkpoint;
-use nadb::nn::{forward_flops, param_count, UnetConfig, CONFIG_NAMES};
+use nadb::checkpoint::{Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
+use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
 use nadb::{bail, Result};
 use std::path::Path;
 use std::process::ExitCode;
@@ -110,6 +110,23 @@ fn info(
         flops as f64 / 1e9
     );
     if let Some(c) = ckpt {
+        let specs = param_specs(&c.config)?;
+        c.check_group("", &specs)?;
+        let mut groups = vec!["weights"];
+        for (prefix, label) in [
+            (EMA_PREFIX, "ema"),
+            (ADAM_M_PREFIX, "adam_m"),
+            (ADAM_V_PREFIX, "adam_v"),
+        ] {
+            if c.has_group(prefix, &specs)? {
+                c.check_group(prefix, &specs)?;
+                groups.push(label);
+            }
+        }
+        println!(
+            "tensors       {} (all present, shapes checked)",
+            groups.join(", ")
+        );
         println!(
             "training      {}",
             c.training.as_deref().unwrap_or("none (weights only)")

@@ -1,0 +1,203 @@
+//! Checkpoints: round trip, and every kind of damage refused with a message
+//! that names the file and the tensor, from the library and from the CLI.
+
+use nadb::checkpoint::{self, Checkpoint, Group, EMA_PREFIX};
+use nadb::nn::{param_specs, Unet, UnetConfig};
+use std::path::Path;
+use std::process::Command;
+
+fn tiny() -> Unet {
+    Unet::new(&UnetConfig::named("tiny").unwrap(), 5).unwrap()
+}
+
+fn nadb(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The CLI must fail with exactly one line, an error, and no panic.
+fn assert_one_line_error(path: &Path, expect: &str) {
+    let (ok, _, err) = nadb(&["info", path.to_str().unwrap()]);
+    assert!(!ok, "nadb info {} succeeded", path.display());
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(err.contains(expect), "'{expect}' not in: {err}");
+    assert!(
+        err.contains(path.to_str().unwrap()),
+        "file not named: {err}"
+    );
+}
+
+#[test]
+fn round_trip_keeps_every_group_and_the_training_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    let net = tiny();
+    let other = Unet::new(&net.config, 6).unwrap();
+    let groups = [
+        Group {
+            prefix: "",
+            tensors: net.params().iter().map(|p| &**p).collect(),
+        },
+        Group {
+            prefix: EMA_PREFIX,
+            tensors: other.params().iter().map(|p| &**p).collect(),
+        },
+    ];
+    checkpoint::save(
+        &path,
+        &net.config,
+        net.specs(),
+        &groups,
+        Some(r#"{"step":12}"#),
+    )
+    .unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    assert_eq!(ck.config, net.config);
+    assert_eq!(ck.training.as_deref(), Some(r#"{"step":12}"#));
+    let loaded = ck.load_unet("").unwrap();
+    let ema = ck.load_unet(EMA_PREFIX).unwrap();
+    for ((a, b), (c, d)) in net
+        .params()
+        .iter()
+        .zip(loaded.params())
+        .zip(other.params().iter().zip(ema.params()))
+    {
+        assert_eq!(a, b);
+        assert_eq!(c, d);
+    }
+    // No temporary file is left beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let (ok, out, _) = nadb(&["info", path.to_str().unwrap()]);
+    assert!(ok);
+    assert!(
+        out.contains("827,491") && out.contains("weights, ema"),
+        "{out}"
+    );
+}
+
+#[test]
+fn truncated_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.safetensors");
+    checkpoint::save_weights(&path, &tiny()).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for keep in [bytes.len() - 100, 20, 3] {
+        std::fs::write(&path, &bytes[..keep]).unwrap();
+        let err = Checkpoint::open(&path)
+            .err()
+            .expect("truncated file opened");
+        assert!(err.0.contains("truncated"), "{err}");
+        assert_one_line_error(&path, "truncated");
+    }
+}
+
+#[test]
+fn flipped_shape_and_missing_tensor_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = tiny();
+    let specs = param_specs(&net.config).unwrap();
+    let tensors: Vec<_> = net.params().iter().map(|p| (**p).clone()).collect();
+
+    // Flip the shape of time_embed.0.weight ([128, 32] -> [32, 128]).
+    let mut flipped_specs = specs.clone();
+    let mut flipped = tensors.clone();
+    let i = specs
+        .iter()
+        .position(|s| s.name == "time_embed.0.weight")
+        .unwrap();
+    flipped_specs[i].shape.reverse();
+    flipped[i] = flipped[i].clone().reshape(&flipped_specs[i].shape);
+    let path = dir.path().join("flipped.safetensors");
+    let group = Group {
+        prefix: "",
+        tensors: flipped.iter().collect(),
+    };
+    checkpoint::save(&path, &net.config, &flipped_specs, &[group], None).unwrap();
+    let err = Checkpoint::open(&path)
+        .unwrap()
+        .load_unet("")
+        .err()
+        .unwrap();
+    assert!(
+        err.0.contains("'time_embed.0.weight' has shape [32, 128]"),
+        "{err}"
+    );
+    assert_one_line_error(&path, "time_embed.0.weight");
+
+    // Drop the last tensor.
+    let path = dir.path().join("missing.safetensors");
+    let group = Group {
+        prefix: "",
+        tensors: tensors[..tensors.len() - 1].iter().collect(),
+    };
+    checkpoint::save(
+        &path,
+        &net.config,
+        &specs[..specs.len() - 1],
+        &[group],
+        None,
+    )
+    .unwrap();
+    let err = Checkpoint::open(&path)
+        .unwrap()
+        .load_unet("")
+        .err()
+        .unwrap();
+    assert!(err.0.contains("missing tensor 'out.2.bias'"), "{err}");
+    assert_one_line_error(&path, "missing tensor 'out.2.bias'");
+}
+
+#[test]
+fn checkpoint_for_another_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    checkpoint::save_weights(&path, &tiny()).unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    let err = ck
+        .expect_config(&UnetConfig::named("small").unwrap())
+        .err()
+        .unwrap();
+    assert!(
+        err.0.contains("made for config 'tiny'") && err.0.contains("expected 'small'"),
+        "{err}"
+    );
+    assert!(ck
+        .expect_config(&UnetConfig::named("tiny").unwrap())
+        .is_ok());
+}
+
+#[test]
+fn not_a_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noise.safetensors");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    assert_one_line_error(&path, "not a valid safetensors file");
+}
+
+#[test]
+fn info_reports_named_configs() {
+    for (name, count) in [
+        ("tiny", "827,491"),
+        ("small", "5,461,955"),
+        ("base", "44,173,827"),
+        ("adm256", "552,807,171"),
+    ] {
+        let (ok, out, err) = nadb(&["info", "--config", name]);
+        assert!(ok, "{err}");
+        assert!(out.contains(&format!("parameters    {count}")), "{out}");
+        assert!(out.contains("GFLOP at batch 1, 256x256"), "{out}");
+    }
+    let (ok, _, err) = nadb(&["info", "--config", "huge"]);
+    assert!(!ok && err.contains("unknown config 'huge'"), "{err}");
+}
