@@ -43,7 +43,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -79,7 +79,7 @@ fn info(
     };
     let cfg = if mean { cfg.without_time() } else { cfg };
     let m = cfg.side_multiple();
-    if size == 0 || size % m != 0 || batch == 0 {
+    if size == 0 || !size.is_multiple_of(m) || batch == 0 {
         bail!("--size must be a positive multiple of {m} and --batch positive");
     }
     let attn: Vec<String> = cfg.attention_ds.iter().map(|d| format!("1/{d}")).collect();

@@ -14,7 +14,10 @@ fn frequencies(dim: usize) -> impl Iterator<Item = f64> {
 }
 
 pub fn timestep_embedding(t: &Tensor, dim: usize) -> Tensor {
-    assert!(dim % 2 == 0, "time embedding width {dim} must be even");
+    assert!(
+        dim.is_multiple_of(2),
+        "time embedding width {dim} must be even"
+    );
     let half = dim / 2;
     let mut out = vec![0.0; t.numel() * dim];
     for (row, &tv) in out.chunks_mut(dim).zip(t.data()) {

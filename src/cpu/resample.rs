@@ -53,9 +53,9 @@ fn sum_2x2(xd: &[f32], n: usize, ho: usize, wo: usize, c: usize, scale: f32) -> 
         let top = &xd[(img * h + 2 * oy) * w * c..][..w * c];
         let bottom = &xd[(img * h + 2 * oy + 1) * w * c..][..w * c];
         for (ox, px) in yr.chunks_mut(c).enumerate() {
-            for ch in 0..c {
-                let (l, r) = (2 * ox * c + ch, (2 * ox + 1) * c + ch);
-                px[ch] = scale * (top[l] + top[r] + bottom[l] + bottom[r]);
+            let (l, r) = (2 * ox * c, (2 * ox + 1) * c);
+            for (ch, out) in px.iter_mut().enumerate() {
+                *out = scale * (top[l + ch] + top[r + ch] + bottom[l + ch] + bottom[r + ch]);
             }
         }
     });

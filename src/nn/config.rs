@@ -76,20 +76,20 @@ impl UnetConfig {
         if self.channel_mult.is_empty() || self.base_channels == 0 || self.groups == 0 {
             bail!("config '{}': empty network", self.name);
         }
-        if self.time_input && self.base_channels % 2 != 0 {
+        if self.time_input && !self.base_channels.is_multiple_of(2) {
             bail!("config '{}': time embedding width must be even", self.name);
         }
         let mut ds = 1;
         for &m in &self.channel_mult {
             let ch = m * self.base_channels;
-            if ch % self.groups != 0 {
+            if !ch.is_multiple_of(self.groups) {
                 bail!(
                     "config '{}': {ch} channels do not split into {} groups",
                     self.name,
                     self.groups
                 );
             }
-            if self.attention_ds.contains(&ds) && ch % self.head_channels != 0 {
+            if self.attention_ds.contains(&ds) && !ch.is_multiple_of(self.head_channels) {
                 bail!(
                     "config '{}': {ch} channels at 1/{ds} do not split into heads of {}",
                     self.name,
@@ -99,7 +99,7 @@ impl UnetConfig {
             ds *= 2;
         }
         let deepest = self.base_channels * self.channel_mult[self.channel_mult.len() - 1];
-        if deepest % self.head_channels != 0 {
+        if !deepest.is_multiple_of(self.head_channels) {
             bail!(
                 "config '{}': the middle block's {deepest} channels do not split into heads of {}",
                 self.name,
