@@ -7,12 +7,16 @@
 
 pub mod atomic;
 pub mod autograd;
+pub mod bridge;
 pub mod checkpoint;
+pub mod degrade;
 pub mod cpu;
 pub mod error;
+pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod rng;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@
 //! called version is a fast path (rayon, GEMM); tests hold one to the other.
 
 pub mod attention;
+pub mod bridge;
 pub mod conv;
 pub mod elementwise;
 pub mod embed;

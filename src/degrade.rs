@@ -1,0 +1,1 @@
+//! Degradations (spec section 6). Being written.

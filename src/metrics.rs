@@ -1,0 +1,1 @@
+//! Metrics (spec section 8). Being written.

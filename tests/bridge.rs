@@ -1,0 +1,282 @@
+//! Philox, and the bridges against the closed forms of the spec: the NADB
+//! and I2SB marginals and the three posteriors' means and variances,
+//! measured over two million draws each.
+
+use nadb::bridge::sample::sample;
+use nadb::bridge::{Bridge, I2sbSchedule, Method, NadbSchedule};
+use nadb::cpu::bridge::{posterior_step, training_pair, StepCoeffs};
+use nadb::rng::{fill_normal, normal, philox4x32_10, Stream};
+use nadb::Tensor;
+
+#[test]
+fn philox_matches_the_random123_known_answers() {
+    assert_eq!(
+        philox4x32_10([0, 0, 0, 0], [0, 0]),
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    );
+    assert_eq!(
+        philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+    );
+    assert_eq!(
+        philox4x32_10(
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0]
+        ),
+        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
+    );
+}
+
+/// Mean and variance of a sample, in f64.
+fn moments(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let n = v.clone().count() as f64;
+    let mean = v.clone().sum::<f64>() / n;
+    (mean, v.map(|x| (x - mean).powi(2)).sum::<f64>() / n)
+}
+
+const DRAWS: usize = 2_000_000;
+
+#[test]
+fn normals_are_standard_and_addressable() {
+    let mut z = vec![0.0; DRAWS];
+    fill_normal(7, Stream::TrainNoise(3), &mut z);
+    let (m, v) = moments(z.iter().map(|&x| x as f64));
+    assert!(m.abs() < 5.0 / (DRAWS as f64).sqrt(), "mean {m}");
+    assert!(
+        (v - 1.0).abs() < 5.0 * (2.0 / DRAWS as f64).sqrt(),
+        "variance {v}"
+    );
+    for i in [0, 1, 2, 3, 4, 4097, DRAWS as u64 - 1] {
+        assert_eq!(normal(7, Stream::TrainNoise(3), i), z[i as usize]);
+    }
+    let mut other = vec![0.0; 8];
+    fill_normal(7, Stream::TrainNoise(4), &mut other);
+    assert_ne!(&other[..], &z[..8], "streams must differ");
+}
+
+/// Two-channel images of DRAWS / 2 pixels with constant channels.
+fn constant_image(values: [f32; 2]) -> Tensor {
+    let data = (0..DRAWS).map(|i| values[i % 2]).collect();
+    Tensor::from_vec(&[1, DRAWS / 2, 1, 2], data)
+}
+
+/// Checks that channel ch of `t` has the given mean and standard deviation
+/// within five standard errors.
+fn assert_channel(what: &str, t: &Tensor, ch: usize, mean: f64, std: f64) {
+    let (m, v) = moments(t.data().iter().skip(ch).step_by(2).map(|&x| x as f64));
+    let n = (DRAWS / 2) as f64;
+    let tol_m = 5.0 * std / n.sqrt() + 1e-6;
+    let tol_v = 5.0 * std * std * (2.0 / n).sqrt() + 1e-6;
+    assert!(
+        (m - mean).abs() < tol_m,
+        "{what}: mean {m}, expected {mean}"
+    );
+    assert!(
+        (v - std * std).abs() < tol_v,
+        "{what}: variance {v}, expected {}",
+        std * std
+    );
+}
+
+const X0: [f32; 2] = [0.6, -0.3];
+const E: [f32; 2] = [-0.2, 0.5];
+
+#[test]
+fn nadb_marginal_and_target() {
+    let s = NadbSchedule::default();
+    let (x0, e) = (constant_image(X0), constant_image(E));
+    for step in [1, 10, 250, 500, 900, 1000] {
+        let t = step as f64 / 1000.0;
+        let c = s.training_coeffs(step);
+        assert_eq!(c.time_input, step as f32);
+        let (xt, target) = training_pair(
+            &x0,
+            &e,
+            &[(c.xt, c.target)],
+            1,
+            Stream::TrainNoise(step as u64),
+        );
+        for ch in 0..2 {
+            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+            let what = format!("NADB t={t} ch{ch}");
+            assert_channel(&what, &xt, ch, (1.0 - s.a(t)) * a0 + s.a(t) * a1, s.s(t));
+            assert_channel(&what, &target, ch, s.c * (a1 - a0), s.c * s.g(t));
+        }
+        // Y_t = (X_t - X0) / a(t), element by element.
+        for i in (0..DRAWS).step_by(9973) {
+            let y = (xt.data()[i] - x0.data()[i]) as f64 / s.a(t);
+            assert!(
+                (target.data()[i] as f64 / s.c - y).abs() < 1e-4,
+                "Y_t at t={t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn i2sb_schedule_and_marginal() {
+    let s = I2sbSchedule::new(0.3);
+    // Symmetric beta: std_fwd at n equals std_bwd at 999 - n.
+    for n in [0, 10, 499, 800] {
+        assert!((s.std_fwd[n] - s.std_bwd[999 - n]).abs() < 1e-12);
+    }
+    assert!((I2sbSchedule::time_input(0) - 0.1).abs() < 1e-6);
+    assert_eq!(I2sbSchedule::time_input(999), 1000.0);
+    assert_eq!(I2sbSchedule::steps(5), vec![0, 200, 400, 599, 799, 999]);
+    let (x0, x1) = (constant_image(X0), constant_image(E));
+    for n in [0, 100, 500, 999] {
+        let c = s.training_coeffs(n);
+        let (xn, label) = training_pair(
+            &x0,
+            &x1,
+            &[(c.xt, c.target)],
+            2,
+            Stream::TrainNoise(n as u64),
+        );
+        let (mu0, mu1, std) = s.marginal(n);
+        for ch in 0..2 {
+            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+            let what = format!("I2SB n={n} ch{ch}");
+            assert_channel(&what, &xn, ch, mu0 * a0 + mu1 * a1, std);
+            let sf = s.std_fwd[n];
+            assert_channel(
+                &what,
+                &label,
+                ch,
+                ((mu0 - 1.0) * a0 + mu1 * a1) / sf,
+                std / sf,
+            );
+        }
+    }
+}
+
+/// Draws X_t from a bridge's marginal, runs one posterior step with the
+/// oracle network output, and returns X_u.
+fn oracle_step(
+    x0: &Tensor,
+    e: &Tensor,
+    draw: nadb::bridge::TrainingCoeffs,
+    step: StepCoeffs,
+    oracle: impl Fn(f32, f32) -> f32,
+) -> Tensor {
+    let (xt, _) = training_pair(x0, e, &[(draw.xt, draw.target)], 3, Stream::TrainNoise(0));
+    let out: Vec<f32> = xt
+        .data()
+        .iter()
+        .zip(x0.data())
+        .map(|(&x, &a)| oracle(x, a))
+        .collect();
+    let out = Tensor::from_vec(xt.shape(), out);
+    posterior_step(&out, &xt, e, step, 4, Stream::Sampler(0))
+}
+
+#[test]
+fn nadb_posteriors_keep_the_marginal() {
+    let s = NadbSchedule::default();
+    let (x0, e) = (constant_image(X0), constant_image(E));
+    // (t, u): standard posterior above d = 0.375, endpoint-aware below.
+    for (t, u, endpoint) in [
+        (0.9, 0.6, false),
+        (0.6, 0.4, false),
+        (0.5, 0.3, true),
+        (0.3, 0.1, true),
+        (0.1, 0.05, true),
+    ] {
+        assert_eq!(u < s.threshold, endpoint);
+        let step = s.step(t, u).unwrap();
+        let at = s.a(t);
+        // The oracle's output: c * eps with eps = (X_t - x0) / a(t).
+        let xu = oracle_step(
+            &x0,
+            &e,
+            s.training_coeffs((t * 1000.0) as usize),
+            step,
+            |x, a| (s.c * (x - a) as f64 / at) as f32,
+        );
+        for ch in 0..2 {
+            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+            let what = format!("NADB posterior {t}->{u} ch{ch}");
+            assert_channel(&what, &xu, ch, (1.0 - s.a(u)) * a0 + s.a(u) * a1, s.s(u));
+        }
+    }
+    // The conditional law too, for a fixed X_t: the standard posterior's
+    // variance s(u)^2 - rho^2 s(t)^2 and the endpoint one's s(u)^2 - w^2 s(t)^2.
+    let (t, u) = (0.8, 0.5);
+    let rho = s.a(u) / s.a(t);
+    let want = (s.s(u).powi(2) - rho * rho * s.s(t).powi(2)).sqrt();
+    assert!((s.step(t, u).unwrap().noise as f64 - want).abs() < 1e-6);
+    let (t, u) = (0.3, 0.2);
+    let w = u / t;
+    let want = (s.s(u).powi(2) - w * w * s.s(t).powi(2)).sqrt();
+    assert!((s.step(t, u).unwrap().noise as f64 - want).abs() < 1e-6);
+}
+
+#[test]
+fn i2sb_posterior_keeps_the_marginal() {
+    let s = I2sbSchedule::new(0.3);
+    let (x0, x1) = (constant_image(X0), constant_image(E));
+    for (n, m) in [(999, 799), (500, 300), (200, 1)] {
+        let sf = s.std_fwd[n];
+        let xm = oracle_step(&x0, &x1, s.training_coeffs(n), s.step(n, m), |x, a| {
+            ((x - a) as f64 / sf) as f32
+        });
+        let (mu0, mu1, std) = s.marginal(m);
+        for ch in 0..2 {
+            let what = format!("I2SB posterior {n}->{m} ch{ch}");
+            assert_channel(
+                &what,
+                &xm,
+                ch,
+                mu0 * X0[ch] as f64 + mu1 * E[ch] as f64,
+                std,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_threshold_that_makes_a_variance_negative_is_an_error() {
+    let mut s = NadbSchedule::default();
+    s.threshold = 0.0;
+    let err = Bridge::Nadb(s).plan(10).unwrap_err();
+    assert!(err.0.contains("variance is negative"), "{err}");
+    assert!(Bridge::Nadb(NadbSchedule::default()).plan(10).is_ok());
+}
+
+#[test]
+fn samplers_with_an_oracle_network_return_the_clean_image() {
+    let x0 = Tensor::from_vec(&[1, 2, 2, 1], vec![0.5, -0.5, 0.25, 0.0]);
+    let e = Tensor::from_vec(&[1, 2, 2, 1], vec![-0.1, 0.3, 0.9, -0.7]);
+    let s = NadbSchedule::default();
+    for nfe in [1, 5, 10] {
+        let out = sample(&Bridge::Nadb(s), &e, nfe, 9, |x, time| {
+            let at = s.a(time as f64 / 1000.0);
+            let d: Vec<f32> = x
+                .data()
+                .iter()
+                .zip(x0.data())
+                .map(|(&xv, &a)| (s.c * (xv - a) as f64 / at) as f32)
+                .collect();
+            Tensor::from_vec(x.shape(), d)
+        })
+        .unwrap();
+        assert!(out.max_abs_diff(&x0) < 1e-5, "NADB NFE {nfe}");
+    }
+    let i2sb = I2sbSchedule::new(0.3);
+    let out = sample(&Bridge::I2sb(i2sb.clone()), &e, 10, 9, |x, time| {
+        let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
+        let sf = i2sb.std_fwd[n];
+        let d: Vec<f32> = x
+            .data()
+            .iter()
+            .zip(x0.data())
+            .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
+            .collect();
+        Tensor::from_vec(x.shape(), d)
+    })
+    .unwrap();
+    // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
+    assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB");
+    assert_eq!("nadb-nomean".parse::<Method>().unwrap(), Method::NadbNoMean);
+    assert!("ddpm".parse::<Method>().is_err());
+}
