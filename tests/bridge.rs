@@ -236,8 +236,10 @@ fn i2sb_posterior_keeps_the_marginal() {
 
 #[test]
 fn a_threshold_that_makes_a_variance_negative_is_an_error() {
-    let mut s = NadbSchedule::default();
-    s.threshold = 0.0;
+    let s = NadbSchedule {
+        threshold: 0.0,
+        ..Default::default()
+    };
     let err = Bridge::Nadb(s).plan(10).unwrap_err();
     assert!(err.0.contains("variance is negative"), "{err}");
     assert!(Bridge::Nadb(NadbSchedule::default()).plan(10).is_ok());
