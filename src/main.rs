@@ -1,11 +1,23 @@
 //! The `nadb` command line.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use nadb::atomic::write_atomic;
+use nadb::bridge::Method;
 use nadb::checkpoint::{Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
+use nadb::data::Dataset;
+use nadb::degrade::{degrade, Task};
+use nadb::eval::{self, evaluate, EvalPlan};
+use nadb::imageio::{load_image, save_image};
 use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
-use nadb::{bail, Result};
-use std::path::Path;
+use nadb::restore::Restorer;
+use nadb::train::{Role, RunSettings, Trainer};
+use nadb::{bail, Error, Result, Tensor};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -21,22 +33,168 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print a network's configuration, parameter count and forward FLOPs.
-    Info {
-        /// A checkpoint file or a config name (tiny, small, base, adm256).
-        target: Option<String>,
-        /// A named config (instead of TARGET).
-        #[arg(long)]
-        config: Option<String>,
-        /// The mean network's variant of the config (no time input).
-        #[arg(long)]
-        mean: bool,
-        /// Image side for the FLOP count.
-        #[arg(long, default_value_t = 256)]
-        size: usize,
-        /// Batch for the FLOP count.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-    },
+    Info(InfoArgs),
+    /// Degrade clean images with one of the six tasks.
+    Degrade(DegradeArgs),
+    /// Train the mean network M(X1) ~ E[X0 | X1] for a task.
+    TrainMean(TrainArgs),
+    /// Train a bridge network (nadb, nadb-nomean, i2sb, i2sb-mean).
+    Train(BridgeTrainArgs),
+    /// Restore degraded images with a trained bridge.
+    Restore(RestoreArgs),
+    /// PSNR / SSIM / time table of methods and NFEs on held-out images.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// A checkpoint file or a config name (tiny, small, base, adm256).
+    target: Option<String>,
+    /// A named config (instead of TARGET).
+    #[arg(long)]
+    config: Option<String>,
+    /// The mean network's variant of the config (no time input).
+    #[arg(long)]
+    mean: bool,
+    /// Image side for the FLOP count.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Batch for the FLOP count.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+#[derive(Args)]
+struct DegradeArgs {
+    /// Clean images (PNG or JPEG).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(short, long)]
+    out: PathBuf,
+    #[arg(long)]
+    task: String,
+    /// Replace outputs that already exist (inputs are never replaced).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder of training images (PNG/JPEG, searched recursively).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    task: String,
+    /// Checkpoint to write (and to continue with --resume).
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Network configuration (tiny, small, base, adm256).
+    #[arg(long, default_value = "small")]
+    config: String,
+    /// Total optimiser steps (a resumed run continues up to this).
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Side of the random training crops.
+    #[arg(long, default_value_t = 64)]
+    crop: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.999)]
+    ema: f32,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    save_every: u64,
+    /// Log one line every this many steps when stderr is not a terminal.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+}
+
+#[derive(Args)]
+struct BridgeTrainArgs {
+    #[command(flatten)]
+    common: TrainArgs,
+    #[arg(long, default_value = "nadb")]
+    method: String,
+    /// The trained mean network (for nadb and i2sb-mean).
+    #[arg(long)]
+    mean_checkpoint: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Degraded images (PNG or JPEG).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(short, long)]
+    out: PathBuf,
+    #[arg(long)]
+    task: String,
+    /// Network evaluations per image.
+    #[arg(long, default_value_t = 10)]
+    nfe: usize,
+    /// Bridge checkpoint [default: weights/TASK-nadb.safetensors].
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Mean network checkpoint [default: the one recorded at training].
+    #[arg(long)]
+    mean_checkpoint: Option<PathBuf>,
+    /// Images of the same size restored together.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Output format: png or jpg.
+    #[arg(long, default_value = "png")]
+    format: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Replace outputs that already exist (inputs are never replaced).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Folder of clean held-out images.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    task: String,
+    /// Rows: input, mean and method names, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "input,mean,i2sb,nadb")]
+    methods: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "5,10")]
+    nfe: Vec<usize>,
+    /// NADB sampler thresholds d to sweep (default: each checkpoint's own).
+    #[arg(long, value_delimiter = ',')]
+    threshold: Vec<f64>,
+    /// METHOD=PATH for each bridge method [default: weights/TASK-METHOD.safetensors].
+    #[arg(long)]
+    checkpoint: Vec<String>,
+    /// The mean network [default: weights/TASK-mean.safetensors].
+    #[arg(long)]
+    mean_checkpoint: Option<PathBuf>,
+    /// Side of the center crop evaluated from each image.
+    #[arg(long, default_value_t = 128)]
+    crop: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the table as CSV here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
 fn thousands(n: u64) -> String {
@@ -51,13 +209,14 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn info(
-    target: Option<String>,
-    config: Option<String>,
-    mean: bool,
-    size: usize,
-    batch: usize,
-) -> Result<()> {
+fn info(args: InfoArgs) -> Result<()> {
+    let InfoArgs {
+        target,
+        config,
+        mean,
+        size,
+        batch,
+    } = args;
     let (cfg, ckpt) = match (target, config) {
         (Some(_), Some(_)) => bail!("give either a checkpoint/config name or --config, not both"),
         (None, None) => bail!(
@@ -135,16 +294,274 @@ fn info(
     Ok(())
 }
 
+/// The path an output for `input` gets in `out_dir`, refusing to replace an
+/// input, or an existing file unless `force`.
+fn output_path(
+    input: &Path,
+    out_dir: &Path,
+    ext: &str,
+    inputs: &[PathBuf],
+    force: bool,
+) -> Result<PathBuf> {
+    let stem = input
+        .file_stem()
+        .ok_or_else(|| Error(format!("{}: no file name", input.display())))?;
+    let path = out_dir.join(stem).with_extension(ext);
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if inputs.iter().any(|i| same(i, &path)) {
+        bail!(
+            "{}: would replace an input; choose another output folder",
+            path.display()
+        );
+    }
+    if path.exists() && !force {
+        bail!(
+            "{}: already exists (pass --force to replace it)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error(format!("{}: cannot create: {e}", dir.display())))
+}
+
+fn degrade_cmd(a: DegradeArgs) -> Result<()> {
+    let task: Task = a.task.parse()?;
+    create_dir(&a.out)?;
+    for input in &a.inputs {
+        let ext = input
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("png")
+            .to_ascii_lowercase();
+        let path = output_path(input, &a.out, &ext, &a.inputs, a.force)?;
+        let x = load_image(input)?;
+        save_image(&path, &degrade(task, &x)?, 0)?;
+        println!("{} -> {}", input.display(), path.display());
+    }
+    Ok(())
+}
+
+fn run_settings(a: &TrainArgs, role: Role) -> Result<RunSettings> {
+    let task: Task = a.task.parse()?;
+    Ok(RunSettings {
+        seed: a.seed,
+        batch: a.batch,
+        crop: a.crop,
+        lr: a.lr,
+        warmup: a.warmup,
+        ema_decay: a.ema,
+        clip: a.clip,
+        ..RunSettings::new(role, task)
+    })
+}
+
+fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
+    let config = UnetConfig::named(&a.config)?;
+    let mut trainer = if a.resume {
+        let t = Trainer::resume(&a.out)?;
+        if t.settings != settings {
+            bail!(
+                "{}: was trained with other settings ({}); resume with the same flags",
+                a.out.display(),
+                serde_json::to_string(&t.settings).unwrap_or_default()
+            );
+        }
+        if t.net.config.name != config.name {
+            bail!(
+                "{}: is a '{}' network, not '{}'",
+                a.out.display(),
+                t.net.config.name,
+                config.name
+            );
+        }
+        eprintln!("resuming {} at step {}", a.out.display(), t.step);
+        t
+    } else {
+        if a.out.exists() {
+            bail!(
+                "{}: already exists (pass --resume to continue it, or choose another --out)",
+                a.out.display()
+            );
+        }
+        Trainer::new(settings, &config)?
+    };
+    let data = Arc::new(Dataset::open(&a.data, trainer.settings.crop)?);
+    eprintln!(
+        "training {:?} ({} parameters) on {} images from {}",
+        trainer.settings.role,
+        trainer.net.param_count(),
+        data.images.len(),
+        a.data.display()
+    );
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(a.steps);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
+                .expect("valid template"),
+        );
+        bar.set_position(trainer.step);
+        bar
+    });
+    let start = Instant::now();
+    trainer.run(data, a.steps, &a.out, a.save_every, |p| {
+        let msg = format!("loss {:.5} {:.1} img/s", p.loss, p.images_per_second);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(p.step);
+                bar.set_message(msg);
+            }
+            None if p.step.is_multiple_of(a.log_every.max(1)) || p.step == p.total => {
+                eprintln!(
+                    "step {}/{} {msg} ({:.0} s)",
+                    p.step,
+                    p.total,
+                    start.elapsed().as_secs_f64()
+                )
+            }
+            None => {}
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    eprintln!("saved {} at step {}", a.out.display(), trainer.step);
+    Ok(())
+}
+
+fn restore_cmd(a: RestoreArgs) -> Result<()> {
+    let task: Task = a.task.parse()?;
+    let ext = match a.format.as_str() {
+        "png" => "png",
+        "jpg" | "jpeg" => "jpg",
+        other => bail!("unknown --format '{other}' (png or jpg)"),
+    };
+    let checkpoint = a
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| shipped(task, "nadb"));
+    let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    create_dir(&a.out)?;
+    // Check every output name before any work, so a clash costs nothing.
+    let jobs: Vec<(PathBuf, PathBuf)> = a
+        .inputs
+        .iter()
+        .map(|i| Ok((i.clone(), output_path(i, &a.out, ext, &a.inputs, a.force)?)))
+        .collect::<Result<_>>()?;
+    let mut pending: Vec<(PathBuf, Tensor)> = Vec::new();
+    for (i, (input, _)) in jobs.iter().enumerate() {
+        pending.push((jobs[i].1.clone(), load_image(input)?));
+        let next_differs = jobs.get(i + 1).is_none()
+            || pending.len() == a.batch.max(1)
+            || load_size(&jobs[i + 1].0) != Some(pending[0].1.nhwc());
+        if next_differs {
+            restore_batch(&restorer, &mut pending, a.nfe, a.seed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The NHWC shape of an image file, if it can be read.
+fn load_size(path: &Path) -> Option<(usize, usize, usize, usize)> {
+    image::image_dimensions(path)
+        .ok()
+        .map(|(w, h)| (1, h as usize, w as usize, 3))
+}
+
+fn restore_batch(
+    r: &Restorer,
+    pending: &mut Vec<(PathBuf, Tensor)>,
+    nfe: usize,
+    seed: u64,
+) -> Result<()> {
+    let (_, h, w, c) = pending[0].1.nhwc();
+    let data: Vec<f32> = pending
+        .iter()
+        .flat_map(|(_, t)| t.data().iter().copied())
+        .collect();
+    let batch = Tensor::from_vec(&[pending.len(), h, w, c], data);
+    let start = Instant::now();
+    let out = r.restore(&batch, nfe, seed)?;
+    for (i, (path, _)) in pending.iter().enumerate() {
+        save_image(path, &out, i)?;
+        println!("{}", path.display());
+    }
+    eprintln!(
+        "restored {} image(s) of {w}x{h} with {} at NFE {nfe} in {:.2} s",
+        pending.len(),
+        r.method,
+        start.elapsed().as_secs_f64()
+    );
+    pending.clear();
+    Ok(())
+}
+
+/// Where the shipped weights of a task live.
+fn shipped(task: Task, what: &str) -> PathBuf {
+    PathBuf::from(format!("weights/{task}-{what}.safetensors"))
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<()> {
+    let task: Task = a.task.parse()?;
+    let mut checkpoints = Vec::new();
+    for spec in &a.checkpoint {
+        let Some((m, p)) = spec.split_once('=') else {
+            bail!("--checkpoint '{spec}': expected METHOD=PATH");
+        };
+        checkpoints.push((m.parse::<Method>()?, PathBuf::from(p)));
+    }
+    for m in Method::ALL {
+        if !checkpoints.iter().any(|(c, _)| *c == m) {
+            checkpoints.push((m, shipped(task, m.name())));
+        }
+    }
+    let plan = EvalPlan {
+        task,
+        rows: a.methods.clone(),
+        nfes: a.nfe.clone(),
+        thresholds: a.threshold.clone(),
+        checkpoints,
+        mean_checkpoint: Some(
+            a.mean_checkpoint
+                .clone()
+                .unwrap_or_else(|| shipped(task, "mean")),
+        ),
+        crop: a.crop,
+        seed: a.seed,
+    };
+    let (rows, images) = evaluate(&a.data, &plan)?;
+    print!("{}", eval::markdown(task, images, &rows));
+    if let Some(path) = &a.csv {
+        write_atomic(path, eval::csv(task, &rows).as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info {
-            target,
-            config,
-            mean,
-            size,
-            batch,
-        } => info(target, config, mean, size, batch),
+        Command::Info(a) => info(a),
+        Command::Degrade(a) => degrade_cmd(a),
+        Command::TrainMean(a) => run_settings(&a, Role::Mean).and_then(|s| train_cmd(&a, s)),
+        Command::Train(a) => a
+            .method
+            .parse()
+            .and_then(|m| run_settings(&a.common, Role::Bridge(m)))
+            .and_then(|s| {
+                train_cmd(
+                    &a.common,
+                    RunSettings {
+                        mean_checkpoint: a.mean_checkpoint.clone(),
+                        ..s
+                    },
+                )
+            }),
+        Command::Restore(a) => restore_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod norm;
+pub mod pad;
 pub mod resample;
 
 use crate::tensor::Tensor;

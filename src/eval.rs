@@ -1,0 +1,190 @@
+//! Evaluation in the shape of the paper's Tables 1 and 4: for each method
+//! and NFE, PSNR and SSIM against the clean images, and seconds per image.
+//!
+//! Rows: `input` (the degraded image itself), `mean` (the mean network, one
+//! call), and any bridge method at each NFE (NADB methods once per
+//! threshold d when a sweep is asked for). Images are the center crops of
+//! every image under the data folder (a full-resolution photograph takes
+//! minutes per NFE on a CPU).
+
+use crate::bail;
+use crate::bridge::{Bridge, Method};
+use crate::data::image_files;
+use crate::degrade::{degrade, Task};
+use crate::error::Result;
+use crate::imageio::{read_rgb, rgb_to_tensor};
+use crate::metrics::{psnr, ssim};
+use crate::restore::{load_mean_net, mean_estimate, Restorer};
+use crate::tensor::Tensor;
+use image::imageops;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One line of the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub method: String,
+    pub nfe: Option<usize>,
+    pub threshold: Option<f64>,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub seconds_per_image: f64,
+}
+
+pub struct EvalPlan {
+    pub task: Task,
+    /// `input`, `mean`, or method names.
+    pub rows: Vec<String>,
+    pub nfes: Vec<usize>,
+    /// NADB thresholds to sweep; empty for each checkpoint's own.
+    pub thresholds: Vec<f64>,
+    /// Bridge checkpoint per method.
+    pub checkpoints: Vec<(Method, PathBuf)>,
+    pub mean_checkpoint: Option<PathBuf>,
+    pub crop: usize,
+    pub seed: u64,
+}
+
+/// Center crops of every image under `dir`, `[1, crop, crop, 3]` each.
+pub fn load_eval_images(dir: &Path, crop: usize) -> Result<Vec<(PathBuf, Tensor)>> {
+    let files = image_files(dir)?;
+    let mut out = Vec::new();
+    for path in files {
+        let mut img = read_rgb(&path)?;
+        let (w, h) = img.dimensions();
+        let side = crop as u32;
+        if w < side || h < side {
+            bail!(
+                "{}: {w}x{h} is smaller than the {crop}x{crop} evaluation crop",
+                path.display()
+            );
+        }
+        let cropped =
+            imageops::crop(&mut img, (w - side) / 2, (h - side) / 2, side, side).to_image();
+        out.push((path, rgb_to_tensor(&cropped)));
+    }
+    if out.is_empty() {
+        bail!("{}: no PNG or JPEG images to evaluate on", dir.display());
+    }
+    Ok(out)
+}
+
+fn mean_of(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Scores `restore` over the images: mean PSNR, mean SSIM, seconds/image.
+fn score(
+    images: &[(PathBuf, Tensor, Tensor)],
+    mut restore: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<(f64, f64, f64)> {
+    let (mut p, mut s) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    for (_, clean, degraded) in images {
+        let out = restore(degraded)?;
+        p.extend(psnr(&out, clean));
+        s.extend(ssim(&out, clean));
+    }
+    let secs = start.elapsed().as_secs_f64() / images.len() as f64;
+    Ok((mean_of(&p), mean_of(&s), secs))
+}
+
+/// The table's rows and the number of images they average over.
+pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
+    let images: Vec<(PathBuf, Tensor, Tensor)> = load_eval_images(data, plan.crop)?
+        .into_iter()
+        .map(|(p, clean)| degrade(plan.task, &clean).map(|d| (p, clean, d)))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    let row = |method: &str, nfe, threshold, (psnr, ssim, secs): (f64, f64, f64)| Row {
+        method: method.to_string(),
+        nfe,
+        threshold,
+        psnr,
+        ssim,
+        seconds_per_image: secs,
+    };
+    for name in &plan.rows {
+        match name.as_str() {
+            "input" => rows.push(row("input", None, None, score(&images, |d| Ok(d.clone()))?)),
+            "mean" => {
+                let Some(path) = &plan.mean_checkpoint else {
+                    bail!("the 'mean' row needs --mean-checkpoint");
+                };
+                let mean = load_mean_net(path, plan.task)?;
+                rows.push(row(
+                    "mean",
+                    Some(1),
+                    None,
+                    score(&images, |d| mean_estimate(&mean, d))?,
+                ));
+            }
+            other => {
+                let method: Method = other.parse()?;
+                let Some((_, path)) = plan.checkpoints.iter().find(|(m, _)| *m == method) else {
+                    bail!("no checkpoint for method {method}: pass --checkpoint {method}=PATH");
+                };
+                let mut restorer =
+                    Restorer::load(path, plan.mean_checkpoint.as_deref(), plan.task)?;
+                if restorer.method != method {
+                    bail!(
+                        "checkpoint {} is a {} network, not {method}",
+                        path.display(),
+                        restorer.method
+                    );
+                }
+                let sweep: Vec<Option<f64>> = match restorer.bridge() {
+                    Bridge::Nadb(_) if !plan.thresholds.is_empty() => {
+                        plan.thresholds.iter().map(|&d| Some(d)).collect()
+                    }
+                    _ => vec![None],
+                };
+                for threshold in sweep {
+                    if let Some(d) = threshold {
+                        restorer.set_threshold(d);
+                    }
+                    let shown = threshold.or(match restorer.bridge() {
+                        Bridge::Nadb(s) => Some(s.threshold),
+                        Bridge::I2sb(_) => None,
+                    });
+                    for &nfe in &plan.nfes {
+                        let result = score(&images, |d| restorer.restore(d, nfe, plan.seed))?;
+                        rows.push(row(other, Some(nfe), shown, result));
+                    }
+                }
+            }
+        }
+    }
+    Ok((rows, images.len()))
+}
+
+pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
+    let mut s = format!(
+        "Task {task}, {images} images\n\n| method | NFE | d | PSNR (dB) | SSIM | s / image |\n| --- | --- | --- | --- | --- | --- |\n"
+    );
+    for r in rows {
+        let nfe = r.nfe.map_or("-".to_string(), |n| n.to_string());
+        let d = r.threshold.map_or("-".to_string(), |d| format!("{d:.3}"));
+        s += &format!(
+            "| {} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
+            r.method, r.psnr, r.ssim, r.seconds_per_image
+        );
+    }
+    s
+}
+
+pub fn csv(task: Task, rows: &[Row]) -> String {
+    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image\n".to_string();
+    for r in rows {
+        s += &format!(
+            "{task},{},{},{},{:.4},{:.5},{:.4}\n",
+            r.method,
+            r.nfe.map_or(String::new(), |n| n.to_string()),
+            r.threshold.map_or(String::new(), |d| d.to_string()),
+            r.psnr,
+            r.ssim,
+            r.seconds_per_image
+        );
+    }
+    s
+}

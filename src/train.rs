@@ -1,0 +1,374 @@
+//! Training the mean network M(X1) and the bridge networks.
+//!
+//! One loop serves both: the mean network regresses X0 from X1; a bridge
+//! network regresses its bridge's target from (X_t, t), with E = X1 or
+//! E = M(X1) (frozen, EMA weights, no gradient). Every random choice is a
+//! function of (seed, step), and the checkpoint carries the raw weights,
+//! the EMA weights, AdamW's moments and this run's settings, so `--resume`
+//! continues bit for bit where the checkpoint left off.
+
+use crate::autograd::{Tape, Var};
+use crate::bail;
+use crate::bridge::{Bridge, I2sbSchedule, Method, NadbSchedule};
+use crate::checkpoint::{self, Checkpoint, Group, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
+use crate::cpu::bridge::training_pair;
+use crate::data::{Dataset, Loader};
+use crate::degrade::Task;
+use crate::error::{Error, Result};
+use crate::nn::{Unet, UnetConfig};
+use crate::ops;
+use crate::optim::{clip_grad_norm, gather_grads, AdamW, Ema};
+use crate::rng::{uniform_u32, Stream};
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a network is trained to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// M(X1) ~ E[X0 | X1].
+    Mean,
+    /// The bridge network of a method.
+    Bridge(#[serde(with = "method_name")] Method),
+}
+
+mod method_name {
+    use crate::bridge::Method;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse()
+            .map_err(|e: crate::Error| serde::de::Error::custom(e.0))
+    }
+}
+
+/// Everything that defines a run; saved in each checkpoint as JSON
+/// (`nadb.training`) and checked on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub role: Role,
+    /// The task name (`degrade::TASK_NAMES`).
+    pub task: String,
+    pub seed: u64,
+    pub batch: usize,
+    pub crop: usize,
+    pub lr: f32,
+    pub warmup: u64,
+    pub weight_decay: f32,
+    pub ema_decay: f32,
+    pub clip: f32,
+    /// NADB's schedule (NADB methods only).
+    pub nadb: Option<NadbSchedule>,
+    /// I2SB's beta_max (I2SB methods only).
+    pub i2sb_beta_max: Option<f64>,
+    /// The mean network the source endpoint came from (methods with a mean).
+    pub mean_checkpoint: Option<PathBuf>,
+}
+
+/// `RunSettings` and the number of steps done: the checkpoint's JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    pub settings: RunSettings,
+    pub step: u64,
+}
+
+impl RunSettings {
+    pub fn task(&self) -> Result<Task> {
+        self.task.parse()
+    }
+
+    /// The bridge a bridge network was trained for.
+    pub fn bridge(&self) -> Result<Bridge> {
+        match (self.role, self.nadb, self.i2sb_beta_max) {
+            (Role::Bridge(m), Some(s), _) if m.is_nadb() => Ok(Bridge::Nadb(s)),
+            (Role::Bridge(m), _, Some(b)) if !m.is_nadb() => Ok(Bridge::I2sb(I2sbSchedule::new(b))),
+            (role, _, _) => bail!("a {role:?} network has no bridge schedule"),
+        }
+    }
+
+    /// Settings for a new run of `role` on `task` with the spec's defaults.
+    pub fn new(role: Role, task: Task) -> RunSettings {
+        let is = |nadb: bool| matches!(role, Role::Bridge(m) if m.is_nadb() == nadb);
+        RunSettings {
+            role,
+            task: task.name().to_string(),
+            seed: 0,
+            batch: 8,
+            crop: 64,
+            lr: 1e-4,
+            warmup: 500,
+            weight_decay: 0.0,
+            ema_decay: 0.999,
+            clip: 1.0,
+            nadb: is(true).then(NadbSchedule::default),
+            i2sb_beta_max: is(false).then(|| task.i2sb_beta_max()),
+            mean_checkpoint: None,
+        }
+    }
+}
+
+/// What the loop reports after each step.
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+    pub loss: f32,
+    pub images_per_second: f64,
+}
+
+/// A network being trained and everything that travels with it.
+pub struct Trainer {
+    pub settings: RunSettings,
+    pub net: Unet,
+    pub ema: Ema,
+    pub opt: AdamW,
+    /// Steps completed.
+    pub step: u64,
+    mean: Option<Unet>,
+}
+
+/// Loads a frozen network for inference: the EMA weights where the
+/// checkpoint has them, else the raw ones.
+pub fn load_inference_net(path: &Path) -> Result<(Unet, Option<TrainingState>)> {
+    let ck = Checkpoint::open(path)?;
+    let specs = crate::nn::param_specs(&ck.config)?;
+    let prefix = if ck.has_group(EMA_PREFIX, &specs)? {
+        EMA_PREFIX
+    } else {
+        ""
+    };
+    let state = ck
+        .training
+        .as_deref()
+        .map(serde_json::from_str::<TrainingState>)
+        .transpose()
+        .map_err(|e| {
+            Error(format!(
+                "checkpoint {}: unreadable training state: {e}",
+                path.display()
+            ))
+        })?;
+    Ok((ck.load_unet(prefix)?, state))
+}
+
+impl Trainer {
+    /// A fresh run. A bridge whose method uses the mean network needs
+    /// `settings.mean_checkpoint`.
+    pub fn new(settings: RunSettings, config: &UnetConfig) -> Result<Trainer> {
+        let config = match settings.role {
+            Role::Mean => config.without_time(),
+            Role::Bridge(_) => config.clone(),
+        };
+        let net = Unet::new(&config, settings.seed)?;
+        let ema = Ema::new(net.params().iter().map(|p| &**p), settings.ema_decay);
+        let opt = AdamW::new(
+            net.params().iter().map(|p| &**p),
+            settings.lr,
+            settings.weight_decay,
+        );
+        let mean = load_mean(&settings)?;
+        Ok(Trainer {
+            settings,
+            net,
+            ema,
+            opt,
+            step: 0,
+            mean,
+        })
+    }
+
+    /// Continues the run saved at `path`.
+    pub fn resume(path: &Path) -> Result<Trainer> {
+        let ck = Checkpoint::open(path)?;
+        let Some(json) = ck.training.as_deref() else {
+            bail!(
+                "checkpoint {}: weights only, no training state to resume",
+                path.display()
+            );
+        };
+        let state: TrainingState = serde_json::from_str(json).map_err(|e| {
+            Error(format!(
+                "checkpoint {}: unreadable training state: {e}",
+                path.display()
+            ))
+        })?;
+        let specs = crate::nn::param_specs(&ck.config)?;
+        let net = ck.load_unet("")?;
+        let ema = Ema {
+            decay: state.settings.ema_decay,
+            weights: ck.load_group(EMA_PREFIX, &specs)?,
+        };
+        let mut opt = AdamW::new(
+            net.params().iter().map(|p| &**p),
+            state.settings.lr,
+            state.settings.weight_decay,
+        );
+        opt.m = ck.load_group(ADAM_M_PREFIX, &specs)?;
+        opt.v = ck.load_group(ADAM_V_PREFIX, &specs)?;
+        opt.steps = state.step;
+        let mean = load_mean(&state.settings)?;
+        Ok(Trainer {
+            settings: state.settings,
+            net,
+            ema,
+            opt,
+            step: state.step,
+            mean,
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let state = TrainingState {
+            settings: self.settings.clone(),
+            step: self.step,
+        };
+        let json = serde_json::to_string(&state).expect("settings serialise");
+        let groups = [
+            Group {
+                prefix: "",
+                tensors: self.net.params().iter().map(|p| &**p).collect(),
+            },
+            Group {
+                prefix: EMA_PREFIX,
+                tensors: self.ema.weights.iter().collect(),
+            },
+            Group {
+                prefix: ADAM_M_PREFIX,
+                tensors: self.opt.m.iter().collect(),
+            },
+            Group {
+                prefix: ADAM_V_PREFIX,
+                tensors: self.opt.v.iter().collect(),
+            },
+        ];
+        checkpoint::save(
+            path,
+            &self.net.config,
+            self.net.specs(),
+            &groups,
+            Some(&json),
+        )
+    }
+
+    /// The network's input, time input and regression target for a batch.
+    fn example(
+        &self,
+        clean: &Tensor,
+        degraded: &Tensor,
+        step: u64,
+    ) -> Result<(Tensor, Option<Tensor>, Tensor)> {
+        let s = &self.settings;
+        let Role::Bridge(method) = s.role else {
+            return Ok((degraded.clone(), None, clean.clone()));
+        };
+        let source = match &self.mean {
+            Some(mean) if method.uses_mean() => infer(mean, degraded, None),
+            _ => degraded.clone(),
+        };
+        let bridge = s.bridge()?;
+        let n = clean.shape()[0];
+        let coeffs: Vec<_> = (0..n as u64)
+            .map(|b| bridge.training_coeffs(uniform_u32(s.seed, Stream::TrainTime(step), b)))
+            .collect();
+        let pairs: Vec<_> = coeffs.iter().map(|c| (c.xt, c.target)).collect();
+        let (xt, target) = training_pair(clean, &source, &pairs, s.seed, Stream::TrainNoise(step));
+        let times = Tensor::from_vec(&[n], coeffs.iter().map(|c| c.time_input).collect());
+        Ok((xt, Some(times), target))
+    }
+
+    /// One optimiser step on a batch; returns the loss before the update.
+    pub fn train_step(&mut self, clean: &Tensor, degraded: &Tensor) -> Result<f32> {
+        let (input, times, target) = self.example(clean, degraded, self.step)?;
+        let s = &self.settings;
+        let tape = Tape::new();
+        let params = self.net.bind(&tape);
+        let t = times.map(Var::constant);
+        let out = self
+            .net
+            .forward(&tape, &params, &Var::constant(input), t.as_ref());
+        let loss = ops::mse(&tape, &out, &Var::constant(target));
+        let loss_value = loss.value().data()[0];
+        let mut grads = tape.backward(&loss);
+        let mut g = gather_grads(&mut grads, &params);
+        drop((params, out, loss, grads, tape));
+        clip_grad_norm(&mut g, s.clip);
+        self.opt.lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
+        self.opt.step(self.net.params_mut(), &g);
+        self.ema.update(self.net.params().iter().map(|p| &**p));
+        self.step += 1;
+        Ok(loss_value)
+    }
+
+    /// Trains up to `total` steps on `data`, saving to `path` every
+    /// `save_every` steps and at the end.
+    pub fn run(
+        &mut self,
+        data: Arc<Dataset>,
+        total: u64,
+        path: &Path,
+        save_every: u64,
+        mut report: impl FnMut(&Progress),
+    ) -> Result<()> {
+        let s = self.settings.clone();
+        let loader = Loader::spawn(data, s.task()?, s.batch, s.seed, self.step, total);
+        let mut last = Instant::now();
+        while self.step < total {
+            let batch = loader.next()?;
+            debug_assert_eq!(batch.step, self.step);
+            let loss = self.train_step(&batch.clean, &batch.degraded)?;
+            let now = Instant::now();
+            report(&Progress {
+                step: self.step,
+                total,
+                loss,
+                images_per_second: s.batch as f64 / (now - last).as_secs_f64(),
+            });
+            last = now;
+            if self.step.is_multiple_of(save_every.max(1)) || self.step == total {
+                self.save(path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_mean(settings: &RunSettings) -> Result<Option<Unet>> {
+    match settings.role {
+        Role::Bridge(m) if m.uses_mean() => {
+            let Some(path) = &settings.mean_checkpoint else {
+                bail!("method {m} needs a mean network: pass --mean-checkpoint (made by `nadb train-mean`)");
+            };
+            let (net, state) = load_inference_net(path)?;
+            if let Some(state) = state {
+                if state.settings.role != Role::Mean || state.settings.task != settings.task {
+                    bail!(
+                        "checkpoint {} is a {:?} network for task {}, not a mean network for {}",
+                        path.display(),
+                        state.settings.role,
+                        state.settings.task,
+                        settings.task
+                    );
+                }
+            }
+            Ok(Some(net))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// One no-grad forward pass.
+pub fn infer(net: &Unet, x: &Tensor, time_input: Option<f32>) -> Tensor {
+    let tape = Tape::no_grad();
+    let n = x.shape()[0];
+    let t = time_input.map(|t| Var::constant(Tensor::full(&[n], t)));
+    let params = net.bind(&tape);
+    net.forward(&tape, &params, &Var::constant(x.clone()), t.as_ref())
+        .into_tensor()
+}
