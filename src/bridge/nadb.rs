@@ -1,8 +1,10 @@
 //! NADB's noise-aligned interpolant, target and posteriors (spec sections
 //! 2 and 4; paper Eq. 5-7 and Algorithm 2).
 //!
-//!     a(t) = t^alpha,  s(t) = k t (1 - t),  g(t) = k t^(1-alpha) (1 - t)
-//!     X_t = (1 - a) X0 + a E + s Z,         Y_t = (E - X0) + g Z
+//! ```text
+//! a(t) = t^alpha,  s(t) = k t (1 - t),  g(t) = k t^(1-alpha) (1 - t)
+//! X_t = (1 - a) X0 + a E + s Z,         Y_t = (E - X0) + g Z
+//! ```
 //!
 //! The network regresses `c Y_t`; `eps = out / c`.
 
