@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod degrade;
+pub mod diagnose;
 pub mod error;
 pub mod eval;
 pub mod imageio;

@@ -7,6 +7,7 @@ use nadb::bridge::Method;
 use nadb::checkpoint::{Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
 use nadb::data::Dataset;
 use nadb::degrade::{degrade, Task};
+use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
 use nadb::imageio::{load_image, save_image};
 use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
@@ -17,7 +18,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,33 @@ enum Command {
     Restore(RestoreArgs),
     /// PSNR / SSIM / time table of methods and NFEs on held-out images.
     Eval(EvalArgs),
+    /// Variance ratio and cosine of prediction vs label against t (CSV + PNG).
+    Diagnose(DiagnoseArgs),
+}
+
+#[derive(Args)]
+struct DiagnoseArgs {
+    /// Folder of held-out clean images.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    task: String,
+    /// Bridge checkpoints to compare (e.g. a NADB one and an I2SB one).
+    #[arg(long, required = true)]
+    checkpoint: Vec<PathBuf>,
+    /// The mean network [default: the one recorded at training].
+    #[arg(long)]
+    mean_checkpoint: Option<PathBuf>,
+    /// Held-out crops per time.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    crop: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Writes OUT.csv and OUT.png.
+    #[arg(short, long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -121,6 +149,9 @@ struct TrainArgs {
     /// Log one line every this many steps when stderr is not a terminal.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Stop after this many minutes of training (saving first).
+    #[arg(long)]
+    minutes: Option<f64>,
 }
 
 #[derive(Args)]
@@ -407,6 +438,7 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
         bar
     });
     let start = Instant::now();
+    trainer.deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
     trainer.run(data, a.steps, &a.out, a.save_every, |p| {
         let msg = format!("loss {:.5} {:.1} img/s", p.loss, p.images_per_second);
         match &bar {
@@ -541,6 +573,26 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn diagnose_cmd(a: DiagnoseArgs) -> Result<()> {
+    let task: Task = a.task.parse()?;
+    let points = diagnose::diagnose(
+        &a.data,
+        task,
+        &a.checkpoint,
+        a.mean_checkpoint.as_deref(),
+        a.batch,
+        a.crop,
+        a.seed,
+    )?;
+    let csv = a.out.with_extension("csv");
+    let png = a.out.with_extension("png");
+    write_atomic(&csv, diagnose::csv(&points).as_bytes())?;
+    diagnose::plot(&points, &png)?;
+    print!("{}", diagnose::csv(&points));
+    eprintln!("wrote {} and {}", csv.display(), png.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -562,6 +614,7 @@ fn main() -> ExitCode {
             }),
         Command::Restore(a) => restore_cmd(a),
         Command::Eval(a) => eval_cmd(a),
+        Command::Diagnose(a) => diagnose_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -131,6 +131,9 @@ pub struct Trainer {
     pub opt: AdamW,
     /// Steps completed.
     pub step: u64,
+    /// Stop (and save) at the first step that ends after this: a
+    /// wall-clock training budget.
+    pub deadline: Option<Instant>,
     mean: Option<Unet>,
 }
 
@@ -180,6 +183,7 @@ impl Trainer {
             ema,
             opt,
             step: 0,
+            deadline: None,
             mean,
         })
     }
@@ -220,6 +224,7 @@ impl Trainer {
             ema,
             opt,
             step: state.step,
+            deadline: None,
             mean,
         })
     }
@@ -306,8 +311,8 @@ impl Trainer {
         Ok(loss_value)
     }
 
-    /// Trains up to `total` steps on `data`, saving to `path` every
-    /// `save_every` steps and at the end.
+    /// Trains up to `total` steps on `data` (or until the deadline),
+    /// saving to `path` every `save_every` steps and at the end.
     pub fn run(
         &mut self,
         data: Arc<Dataset>,
@@ -331,8 +336,12 @@ impl Trainer {
                 images_per_second: s.batch as f64 / (now - last).as_secs_f64(),
             });
             last = now;
-            if self.step.is_multiple_of(save_every.max(1)) || self.step == total {
+            let out_of_time = self.deadline.is_some_and(|d| now >= d);
+            if self.step.is_multiple_of(save_every.max(1)) || self.step == total || out_of_time {
                 self.save(path)?;
+            }
+            if out_of_time {
+                break;
             }
         }
         Ok(())

@@ -303,3 +303,87 @@ fn bad_input_gives_one_line_errors_and_loses_nothing() {
         "no PNG or JPEG images",
     );
 }
+
+#[test]
+fn eval_and_diagnose_write_their_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_scenes(&dir.path().join("train"), 2, 32, 11);
+    write_scenes(&dir.path().join("val"), 2, 32, 21);
+    let data = Arc::new(Dataset::open(&dir.path().join("train"), 16).unwrap());
+    let tiny = UnetConfig::named("tiny").unwrap();
+    for method in [Method::NadbNoMean, Method::I2sb] {
+        let mut t = Trainer::new(settings(Role::Bridge(method), None), &tiny).unwrap();
+        t.run(
+            data.clone(),
+            2,
+            &dir.path().join(format!("{method}.safetensors")),
+            10,
+            |_| {},
+        )
+        .unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args([
+            "eval",
+            "--data",
+            &d("val"),
+            "--task",
+            "sr4-pool",
+            "--methods",
+            "input,nadb-nomean,i2sb",
+        ])
+        .args(["--nfe", "1,2", "--crop", "32", "--csv", &d("table.csv")])
+        .args([
+            "--checkpoint",
+            &format!("nadb-nomean={}", d("nadb-nomean.safetensors")),
+        ])
+        .args(["--checkpoint", &format!("i2sb={}", d("i2sb.safetensors"))])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("Task sr4-pool, 2 images"), "{table}");
+    for row in [
+        "| input | - | - |",
+        "| nadb-nomean | 1 | 0.375 |",
+        "| nadb-nomean | 2 | 0.375 |",
+        "| i2sb | 2 | - |",
+    ] {
+        assert!(table.contains(row), "no row '{row}' in:\n{table}");
+    }
+    let csv = std::fs::read_to_string(d("table.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+
+    let (ok, err) = nadb(&[
+        "diagnose",
+        "--data",
+        &d("val"),
+        "--task",
+        "sr4-pool",
+        "--crop",
+        "16",
+        "--batch",
+        "2",
+        "--checkpoint",
+        &d("nadb-nomean.safetensors"),
+        "--checkpoint",
+        &d("i2sb.safetensors"),
+        "-o",
+        &d("diag"),
+    ]);
+    assert!(ok, "{err}");
+    let rows = std::fs::read_to_string(d("diag.csv")).unwrap();
+    let n = nadb::diagnose::probe_times().len();
+    assert_eq!(rows.lines().count(), 1 + 2 * n, "{rows}");
+    assert!(
+        rows.contains("\nnadb-nomean,0.001,") && rows.contains("\ni2sb,1,"),
+        "{rows}"
+    );
+    let plot = image::open(d("diag.png")).unwrap();
+    assert_eq!((plot.width(), plot.height()), (1200, 500));
+}

@@ -112,6 +112,15 @@ impl Bridge {
         }
     }
 
+    /// Coefficients at time t in [0, 1] on the bridge's own grid (NADB:
+    /// steps 1..=1000 of 1/1000; I2SB: steps 0..=999).
+    pub fn coeffs_at(&self, t: f64) -> TrainingCoeffs {
+        match self {
+            Bridge::Nadb(s) => s.training_coeffs(((t * 1000.0).round() as usize).clamp(1, 1000)),
+            Bridge::I2sb(s) => s.training_coeffs(((t * 999.0).round() as usize).min(999)),
+        }
+    }
+
     /// The sampler's `nfe` network evaluations, start to finish.
     pub fn plan(&self, nfe: usize) -> Result<Vec<PlannedStep>> {
         if nfe == 0 || nfe > 1000 {
