@@ -149,6 +149,9 @@ pub fn csv(points: &[Point]) -> String {
     s
 }
 
+/// What a panel plots of each point.
+type PanelValue = fn(&Point) -> f64;
+
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// Two panels (variance ratio, cosine) against t, one line per method.
@@ -165,7 +168,7 @@ pub fn plot(points: &[Point], path: &Path) -> Result<()> {
         let mut methods: Vec<&str> = points.iter().map(|p| p.method.as_str()).collect();
         methods.dedup();
         let palette = [RED, BLUE, GREEN, MAGENTA];
-        let panel_specs: [(&str, fn(&Point) -> f64); 2] = [
+        let panel_specs: [(&str, PanelValue); 2] = [
             ("variance ratio Var(p) / Var(y)", |p| p.variance_ratio),
             ("cosine similarity <p, y> / (|p| |y|)", |p| p.cosine),
         ];
