@@ -29,6 +29,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use crate::bail;
+use crate::cpu::pad::{reflect_index, symmetric_index};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -151,29 +152,6 @@ struct Op1d {
     rows: Vec<Vec<(usize, f64)>>,
 }
 
-/// numpy's 'reflect' extension of `0..n` (no edge repeat), any distance.
-fn reflect(i: usize, n: usize) -> usize {
-    let period = 2 * (n - 1);
-    let m = i % period;
-    if m < n {
-        m
-    } else {
-        period - m
-    }
-}
-
-/// Half-sample symmetric extension (edge repeated: -1 -> 0, n -> n - 1), the
-/// boundary rule of DDRM's `SRConv` ("reflective padding" there).
-fn symmetric(j: isize, n: usize) -> usize {
-    let period = 2 * n as isize;
-    let m = j.rem_euclid(period) as usize;
-    if m < n {
-        m
-    } else {
-        2 * n - 1 - m
-    }
-}
-
 /// Adds weight `w` on input `i` to an operator row, merging repeated inputs.
 fn add_tap(row: &mut Vec<(usize, f64)>, i: usize, w: f64) {
     match row.iter_mut().find(|(k, _)| *k == i) {
@@ -190,7 +168,7 @@ impl Op1d {
             bail!("{n} is too small to reflect-pad to {target} (needs at least 2 pixels)");
         }
         let rows = (0..target)
-            .map(|i| vec![(if i < n { i } else { reflect(i, n) }, 1.0)])
+            .map(|i| vec![(if i < n { i } else { reflect_index(i, n) }, 1.0)])
             .collect();
         Ok(Op1d { n_in: n, rows })
     }
@@ -234,7 +212,11 @@ impl Op1d {
             .map(|o| {
                 let mut row: Vec<(usize, f64)> = Vec::new();
                 for (t, &w) in taps.iter().enumerate() {
-                    add_tap(&mut row, symmetric(4 * o as isize - 6 + t as isize, n), w);
+                    add_tap(
+                        &mut row,
+                        symmetric_index(4 * o as isize - 6 + t as isize, n),
+                        w,
+                    );
                 }
                 row
             })

@@ -4,17 +4,14 @@
 //! similarity `<p, y> / (|p| |y|)` (both 1.0 when right). NADB's claim is
 //! that I2SB's network falls far below 1 as t -> 0 and NADB's does not.
 
-use crate::bail;
-use crate::bridge::Bridge;
 use crate::cpu::bridge::training_pair;
 use crate::data::Dataset;
 use crate::degrade::Task;
 use crate::error::{Error, Result};
-use crate::nn::Unet;
-use crate::restore::load_mean_net;
+use crate::restore::Restorer;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
-use crate::train::{infer, load_inference_net, Role};
+use crate::train::infer;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -31,55 +28,6 @@ pub struct Point {
     pub t: f64,
     pub variance_ratio: f64,
     pub cosine: f64,
-}
-
-/// A bridge network with what it needs to build its inputs.
-struct Probe {
-    name: String,
-    bridge: Bridge,
-    net: Unet,
-    mean: Option<Unet>,
-}
-
-fn load_probe(path: &Path, mean_override: Option<&Path>, task: Task) -> Result<Probe> {
-    let (net, state) = load_inference_net(path)?;
-    let Some(state) = state else {
-        bail!(
-            "checkpoint {} has no training state: its method is unknown",
-            path.display()
-        );
-    };
-    let Role::Bridge(method) = state.settings.role else {
-        bail!(
-            "checkpoint {} is a mean network, not a bridge",
-            path.display()
-        );
-    };
-    if state.settings.task != task.name() {
-        bail!(
-            "checkpoint {} was trained for task {}, not {task}",
-            path.display(),
-            state.settings.task
-        );
-    }
-    let mean = match (
-        method.uses_mean(),
-        mean_override,
-        &state.settings.mean_checkpoint,
-    ) {
-        (false, _, _) => None,
-        (true, Some(p), _) => Some(load_mean_net(p, task)?),
-        (true, None, Some(p)) => Some(load_mean_net(p, task)?),
-        (true, None, None) => {
-            bail!("method {method} needs its mean network: pass --mean-checkpoint")
-        }
-    };
-    Ok(Probe {
-        name: method.name().to_string(),
-        bridge: state.settings.bridge()?,
-        net,
-        mean,
-    })
 }
 
 fn variance(v: &[f32]) -> f64 {
@@ -111,7 +59,7 @@ pub fn diagnose(
     let degraded = crate::degrade::degrade(task, &clean)?;
     let mut points = Vec::new();
     for path in checkpoints {
-        let probe = load_probe(path, mean_checkpoint, task)?;
+        let probe = Restorer::load(path, mean_checkpoint, task)?;
         let source = match &probe.mean {
             Some(mean) => infer(mean, &degraded, None),
             None => degraded.clone(),
@@ -128,7 +76,7 @@ pub fn diagnose(
             );
             let pred: Tensor = infer(&probe.net, &xt, Some(c.time_input));
             points.push(Point {
-                method: probe.name.clone(),
+                method: probe.method.name().to_string(),
                 t,
                 variance_ratio: variance(pred.data()) / variance(label.data()).max(1e-30),
                 cosine: cosine(pred.data(), label.data()),

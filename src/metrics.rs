@@ -31,6 +31,7 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::pad::symmetric_index;
 use crate::tensor::Tensor;
 
 /// Peak value of 8-bit images (scikit-image's `data_range`).
@@ -146,18 +147,6 @@ fn gaussian_kernel() -> [f64; WIN] {
     k
 }
 
-/// scipy.ndimage's `reflect` boundary: index `i` (possibly out of range) of a
-/// line of length `n`, mirrored about the outer edges of the end samples.
-fn reflect(i: isize, n: usize) -> usize {
-    let period = 2 * n as isize;
-    let m = i.rem_euclid(period) as usize;
-    if m < n {
-        m
-    } else {
-        2 * n - 1 - m
-    }
-}
-
 /// `gaussian_filter(img, 1.5, truncate=3.5, mode='reflect')` of an `h x w`
 /// row-major plane: along axis 0 (rows), then axis 1 (columns).
 fn gaussian_filter(img: &[f64], h: usize, w: usize, k: &[f64; WIN]) -> Vec<f64> {
@@ -165,7 +154,7 @@ fn gaussian_filter(img: &[f64], h: usize, w: usize, k: &[f64; WIN]) -> Vec<f64> 
     let mut tmp = vec![0.0; h * w];
     for i in 0..h {
         for (t, &kt) in k.iter().enumerate() {
-            let src = reflect(i as isize + t as isize - r, h) * w;
+            let src = symmetric_index(i as isize + t as isize - r, h) * w;
             let row = &img[src..src + w];
             for (o, &v) in tmp[i * w..(i + 1) * w].iter_mut().zip(row) {
                 *o += kt * v;
@@ -179,7 +168,7 @@ fn gaussian_filter(img: &[f64], h: usize, w: usize, k: &[f64; WIN]) -> Vec<f64> 
             out[i * w + j] = k
                 .iter()
                 .enumerate()
-                .map(|(t, &kt)| kt * row[reflect(j as isize + t as isize - r, w)])
+                .map(|(t, &kt)| kt * row[symmetric_index(j as isize + t as isize - r, w)])
                 .sum();
         }
     }

@@ -38,9 +38,11 @@ pub fn load_mean_net(path: &Path, task: Task) -> Result<Unet> {
 pub struct Restorer {
     pub task: Task,
     pub method: Method,
-    bridge: Bridge,
-    net: Unet,
-    mean: Option<Unet>,
+    pub(crate) bridge: Bridge,
+    /// The bridge network (EMA weights).
+    pub(crate) net: Unet,
+    /// The mean network, for methods that start from M(X1).
+    pub(crate) mean: Option<Unet>,
 }
 
 impl Restorer {

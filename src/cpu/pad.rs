@@ -8,14 +8,28 @@ use crate::bail;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-fn reflect(i: usize, n: usize) -> usize {
-    // Period 2(n - 1): 0 1 .. n-1 n-2 .. 1 0 1 ..
+/// numpy's 'reflect' extension of `0..n` (no edge repeat), any distance;
+/// `n >= 2`. Period 2(n - 1): 0 1 .. n-1 n-2 .. 1 0 1 ..
+pub fn reflect_index(i: usize, n: usize) -> usize {
     let period = 2 * (n - 1);
     let r = i % period;
     if r < n {
         r
     } else {
         period - r
+    }
+}
+
+/// Half-sample symmetric extension of `0..n` (edge repeated: -1 -> 0,
+/// n -> n - 1), any distance: scipy.ndimage's 'reflect' and DDRM's
+/// `SRConv` boundary. Period 2n.
+pub fn symmetric_index(j: isize, n: usize) -> usize {
+    let period = 2 * n as isize;
+    let m = j.rem_euclid(period) as usize;
+    if m < n {
+        m
+    } else {
+        2 * n - 1 - m
     }
 }
 
@@ -33,9 +47,9 @@ pub fn pad_reflect(x: &Tensor, m: usize) -> Result<Tensor> {
     let mut out = Vec::with_capacity(n * ph * pw * c);
     for img in 0..n {
         for y in 0..ph {
-            let sy = reflect(y, h);
+            let sy = reflect_index(y, h);
             for xx in 0..pw {
-                let sx = reflect(xx, w);
+                let sx = reflect_index(xx, w);
                 out.extend_from_slice(&xd[((img * h + sy) * w + sx) * c..][..c]);
             }
         }
