@@ -20,6 +20,8 @@ use std::rc::Rc;
 pub type BackwardFn = Box<dyn FnOnce(&Tensor, &[bool]) -> Vec<Option<Tensor>>>;
 
 struct Node {
+    /// The op that made it, for anomaly reports.
+    op: &'static str,
     inputs: Vec<Option<usize>>,
     /// None for leaves.
     backward: Option<BackwardFn>,
@@ -61,7 +63,15 @@ impl Var {
 
 pub struct Tape {
     recording: bool,
+    /// Check every op's output (and, in backward, every gradient) for NaN
+    /// and infinity, and keep the first offender.
+    detect_anomaly: bool,
+    anomaly: RefCell<Option<String>>,
     nodes: RefCell<Vec<Node>>,
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.data().iter().all(|v| v.is_finite())
 }
 
 impl Default for Tape {
@@ -74,6 +84,8 @@ impl Tape {
     pub fn new() -> Tape {
         Tape {
             recording: true,
+            detect_anomaly: false,
+            anomaly: RefCell::new(None),
             nodes: RefCell::new(Vec::new()),
         }
     }
@@ -85,10 +97,30 @@ impl Tape {
         }
     }
 
+    /// A recording tape that checks every value it sees for NaN and infinity.
+    pub fn detecting_anomalies() -> Tape {
+        Tape {
+            detect_anomaly: true,
+            ..Tape::new()
+        }
+    }
+
+    /// The first non-finite value seen, described (with `detecting_anomalies`).
+    pub fn anomaly(&self) -> Option<String> {
+        self.anomaly.borrow().clone()
+    }
+
+    fn check(&self, t: &Tensor, what: impl FnOnce() -> String) {
+        if self.detect_anomaly && self.anomaly.borrow().is_none() && !all_finite(t) {
+            *self.anomaly.borrow_mut() = Some(what());
+        }
+    }
+
     /// A value whose gradient `backward` will report (a parameter).
     pub fn leaf(&self, value: Rc<Tensor>) -> Var {
         let node = self.recording.then(|| {
             self.push(Node {
+                op: "leaf",
                 inputs: Vec::new(),
                 backward: None,
             })
@@ -102,18 +134,25 @@ impl Tape {
         nodes.len() - 1
     }
 
-    /// Records `value = op(inputs)`. `backward` is only kept (and only
-    /// built by the caller's closure, lazily) when some input wants a
-    /// gradient.
+    /// Records `value = op(inputs)`. `backward` is only kept when some input
+    /// wants a gradient.
     pub fn record(
         &self,
+        op: &'static str,
         value: Tensor,
         inputs: &[&Var],
         backward: impl FnOnce(&Tensor, &[bool]) -> Vec<Option<Tensor>> + 'static,
     ) -> Var {
+        self.check(&value, || {
+            format!(
+                "{op} produced a non-finite value (output {:?})",
+                value.shape()
+            )
+        });
         let wanted = self.recording && inputs.iter().any(|v| v.node.is_some());
         let node = wanted.then(|| {
             self.push(Node {
+                op,
                 inputs: inputs.iter().map(|v| v.node).collect(),
                 backward: Some(Box::new(backward)),
             })
@@ -145,6 +184,13 @@ impl Tape {
             let input_grads = backward(&grad_out, &wanted);
             for (input, grad) in node.inputs.iter().zip(input_grads) {
                 if let (Some(input), Some(grad)) = (input, grad) {
+                    self.check(&grad, || {
+                        format!(
+                            "the backward of {} produced a non-finite gradient {:?}",
+                            node.op,
+                            grad.shape()
+                        )
+                    });
                     match &mut grads[*input] {
                         Some(acc) => acc.add_assign(&grad),
                         slot => *slot = Some(grad),

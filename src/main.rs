@@ -152,6 +152,9 @@ struct TrainArgs {
     /// Stop after this many minutes of training (saving first).
     #[arg(long)]
     minutes: Option<f64>,
+    /// Check every op's output and gradient for NaN and infinity.
+    #[arg(long)]
+    detect_anomaly: bool,
 }
 
 #[derive(Args)]
@@ -439,6 +442,7 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
     });
     let start = Instant::now();
     trainer.deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
+    trainer.detect_anomaly = a.detect_anomaly;
     trainer.run(data, a.steps, &a.out, a.save_every, |p| {
         let msg = format!("loss {:.5} {:.1} img/s", p.loss, p.images_per_second);
         match &bar {
@@ -477,58 +481,81 @@ fn restore_cmd(a: RestoreArgs) -> Result<()> {
         .unwrap_or_else(|| shipped(task, "nadb"));
     let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
     create_dir(&a.out)?;
-    // Check every output name before any work, so a clash costs nothing.
-    let jobs: Vec<(PathBuf, PathBuf)> = a
-        .inputs
-        .iter()
-        .map(|i| Ok((i.clone(), output_path(i, &a.out, ext, &a.inputs, a.force)?)))
-        .collect::<Result<_>>()?;
+    // A bad input (unreadable, not an image, an output clash) fails alone:
+    // the others are restored, the failures listed at the end.
+    let mut failed: Vec<Error> = Vec::new();
     let mut pending: Vec<(PathBuf, Tensor)> = Vec::new();
-    for (i, (input, _)) in jobs.iter().enumerate() {
-        pending.push((jobs[i].1.clone(), load_image(input)?));
-        let next_differs = jobs.get(i + 1).is_none()
-            || pending.len() == a.batch.max(1)
-            || load_size(&jobs[i + 1].0) != Some(pending[0].1.nhwc());
-        if next_differs {
-            restore_batch(&restorer, &mut pending, a.nfe, a.seed)?;
+    for input in &a.inputs {
+        let job = output_path(input, &a.out, ext, &a.inputs, a.force)
+            .and_then(|out| Ok((out, load_image(input)?)));
+        match job {
+            Err(e) => failed.push(e),
+            Ok((out, x)) => {
+                let full = pending.len() == a.batch.max(1);
+                if full || pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
+                    restore_batch(&restorer, &mut pending, a.nfe, a.seed, &mut failed);
+                }
+                pending.push((out, x));
+            }
         }
     }
-    Ok(())
+    restore_batch(&restorer, &mut pending, a.nfe, a.seed, &mut failed);
+    match failed.len() {
+        0 => Ok(()),
+        1 if a.inputs.len() == 1 => Err(failed.remove(0)),
+        n => {
+            for e in &failed {
+                eprintln!("failed: {e}");
+            }
+            bail!(
+                "{n} of {} images could not be restored (listed above)",
+                a.inputs.len()
+            )
+        }
+    }
 }
 
-/// The NHWC shape of an image file, if it can be read.
-fn load_size(path: &Path) -> Option<(usize, usize, usize, usize)> {
-    image::image_dimensions(path)
-        .ok()
-        .map(|(w, h)| (1, h as usize, w as usize, 3))
-}
-
+/// Restores and writes the pending images (one size), then empties the
+/// list; a failure is recorded for each image of the batch.
 fn restore_batch(
     r: &Restorer,
     pending: &mut Vec<(PathBuf, Tensor)>,
     nfe: usize,
     seed: u64,
-) -> Result<()> {
-    let (_, h, w, c) = pending[0].1.nhwc();
+    failed: &mut Vec<Error>,
+) {
+    let Some((_, first)) = pending.first() else {
+        return;
+    };
+    let (_, h, w, c) = first.nhwc();
     let data: Vec<f32> = pending
         .iter()
         .flat_map(|(_, t)| t.data().iter().copied())
         .collect();
     let batch = Tensor::from_vec(&[pending.len(), h, w, c], data);
     let start = Instant::now();
-    let out = r.restore(&batch, nfe, seed)?;
-    for (i, (path, _)) in pending.iter().enumerate() {
-        save_image(path, &out, i)?;
-        println!("{}", path.display());
+    match r.restore(&batch, nfe, seed) {
+        Ok(out) => {
+            for (i, (path, _)) in pending.iter().enumerate() {
+                match save_image(path, &out, i) {
+                    Ok(()) => println!("{}", path.display()),
+                    Err(e) => failed.push(e),
+                }
+            }
+            eprintln!(
+                "restored {} image(s) of {w}x{h} with {} at NFE {nfe} in {:.2} s",
+                pending.len(),
+                r.method,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => failed.extend(
+            pending
+                .iter()
+                .map(|(p, _)| Error(format!("{}: {e}", p.display()))),
+        ),
     }
-    eprintln!(
-        "restored {} image(s) of {w}x{h} with {} at NFE {nfe} in {:.2} s",
-        pending.len(),
-        r.method,
-        start.elapsed().as_secs_f64()
-    );
     pending.clear();
-    Ok(())
 }
 
 /// Where the shipped weights of a task live.

@@ -12,7 +12,7 @@ pub fn conv2d(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>, stride: usize) -> 
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    tape.record(y, &inputs, move |dy, need| {
+    tape.record("conv2d", y, &inputs, move |dy, need| {
         let need_bias = need.get(2).copied().unwrap_or(false);
         let g = cpu::conv::conv2d_backward(&xs, &ws, dy, stride, [need[0], need[1], need_bias]);
         vec![g.dx, g.dw, g.db]
@@ -24,7 +24,7 @@ pub fn linear(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>) -> Var {
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    tape.record(y, &inputs, move |dy, need| {
+    tape.record("linear", y, &inputs, move |dy, need| {
         let (dx, dw) = cpu::linear::linear_backward(&xs, &ws, dy, need[0], need[1]);
         let db = need
             .get(2)
@@ -39,7 +39,7 @@ pub fn linear(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>) -> Var {
 pub fn group_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, groups: usize, silu: bool) -> Var {
     let (y, stats) = cpu::norm::group_norm(x.value(), gamma.value(), beta.value(), groups, silu);
     let (xs, gs, bs) = (x.shared(), gamma.shared(), beta.shared());
-    tape.record(y, &[x, gamma, beta], move |dy, _| {
+    tape.record("group_norm", y, &[x, gamma, beta], move |dy, _| {
         let (dx, dg, db) = cpu::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu);
         vec![Some(dx), Some(dg), Some(db)]
     })
@@ -47,14 +47,17 @@ pub fn group_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, groups: usize, 
 
 pub fn silu(tape: &Tape, x: &Var) -> Var {
     let xs = x.shared();
-    tape.record(cpu::elementwise::silu(x.value()), &[x], move |dy, _| {
-        vec![Some(cpu::elementwise::silu_backward(&xs, dy))]
-    })
+    tape.record(
+        "silu",
+        cpu::elementwise::silu(x.value()),
+        &[x],
+        move |dy, _| vec![Some(cpu::elementwise::silu_backward(&xs, dy))],
+    )
 }
 
 pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
     let y = cpu::elementwise::add(a.value(), b.value());
-    tape.record(y, &[a, b], |dy, need| {
+    tape.record("add", y, &[a, b], |dy, need| {
         vec![need[0].then(|| dy.clone()), need[1].then(|| dy.clone())]
     })
 }
@@ -64,7 +67,7 @@ pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
 pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
     let y = cpu::elementwise::scale_shift(x.value(), ss.value());
     let (xs, sss) = (x.shared(), ss.shared());
-    tape.record(y, &[x, ss], move |dy, _| {
+    tape.record("scale_shift", y, &[x, ss], move |dy, _| {
         let (dx, dss) = cpu::elementwise::scale_shift_backward(&xs, &sss, dy);
         vec![Some(dx), Some(dss)]
     })
@@ -74,22 +77,28 @@ pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
 pub fn concat(tape: &Tape, a: &Var, b: &Var) -> Var {
     let ca = a.value().nhwc().3;
     let y = cpu::elementwise::concat(a.value(), b.value());
-    tape.record(y, &[a, b], move |dy, _| {
+    tape.record("concat", y, &[a, b], move |dy, _| {
         let (da, db) = cpu::elementwise::concat_backward(dy, ca);
         vec![Some(da), Some(db)]
     })
 }
 
 pub fn upsample2x(tape: &Tape, x: &Var) -> Var {
-    tape.record(cpu::resample::upsample2x(x.value()), &[x], |dy, _| {
-        vec![Some(cpu::resample::upsample2x_backward(dy))]
-    })
+    tape.record(
+        "upsample2x",
+        cpu::resample::upsample2x(x.value()),
+        &[x],
+        |dy, _| vec![Some(cpu::resample::upsample2x_backward(dy))],
+    )
 }
 
 pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
-    tape.record(cpu::resample::avgpool2x(x.value()), &[x], |dy, _| {
-        vec![Some(cpu::resample::avgpool2x_backward(dy))]
-    })
+    tape.record(
+        "avgpool2x",
+        cpu::resample::avgpool2x(x.value()),
+        &[x],
+        |dy, _| vec![Some(cpu::resample::avgpool2x_backward(dy))],
+    )
 }
 
 /// Self-attention over pixels; `qkv` is `[n, h, w, 3c]` in ADM's legacy
@@ -97,7 +106,7 @@ pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
 pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
     let (y, probs) = cpu::attention::attention(qkv.value(), head_dim);
     let qs = qkv.shared();
-    tape.record(y, &[qkv], move |dy, _| {
+    tape.record("attention", y, &[qkv], move |dy, _| {
         vec![Some(cpu::attention::attention_backward(
             &qs, &probs, dy, head_dim,
         ))]
@@ -108,7 +117,7 @@ pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
 pub fn time_embedding(tape: &Tape, t: &Var, dim: usize) -> Var {
     let y = cpu::embed::timestep_embedding(t.value(), dim);
     let ts = t.shared();
-    tape.record(y, &[t], move |dy, _| {
+    tape.record("time_embedding", y, &[t], move |dy, _| {
         vec![Some(cpu::embed::timestep_embedding_backward(&ts, dy))]
     })
 }
@@ -117,7 +126,7 @@ pub fn time_embedding(tape: &Tape, t: &Var, dim: usize) -> Var {
 pub fn mse(tape: &Tape, pred: &Var, target: &Var) -> Var {
     let y = cpu::loss::mse(pred.value(), target.value());
     let (ps, ts) = (pred.shared(), target.shared());
-    tape.record(y, &[pred, target], move |dy, need| {
+    tape.record("mse", y, &[pred, target], move |dy, need| {
         let dp = cpu::loss::mse_backward(&ps, &ts, dy.data()[0]);
         let dt = need[1].then(|| {
             let neg: Vec<f32> = dp.data().iter().map(|v| -v).collect();

@@ -134,6 +134,8 @@ pub struct Trainer {
     /// Stop (and save) at the first step that ends after this: a
     /// wall-clock training budget.
     pub deadline: Option<Instant>,
+    /// Check every op's output and gradient for NaN/infinity (slower).
+    pub detect_anomaly: bool,
     mean: Option<Unet>,
 }
 
@@ -184,6 +186,7 @@ impl Trainer {
             opt,
             step: 0,
             deadline: None,
+            detect_anomaly: false,
             mean,
         })
     }
@@ -225,6 +228,7 @@ impl Trainer {
             opt,
             step: state.step,
             deadline: None,
+            detect_anomaly: false,
             mean,
         })
     }
@@ -289,20 +293,44 @@ impl Trainer {
     }
 
     /// One optimiser step on a batch; returns the loss before the update.
+    /// A non-finite loss or gradient stops here, before the weights change,
+    /// with an error naming the step and the op or layer.
     pub fn train_step(&mut self, clean: &Tensor, degraded: &Tensor) -> Result<f32> {
         let (input, times, target) = self.example(clean, degraded, self.step)?;
         let s = &self.settings;
-        let tape = Tape::new();
+        let step = self.step + 1;
+        let tape = if self.detect_anomaly {
+            Tape::detecting_anomalies()
+        } else {
+            Tape::new()
+        };
         let params = self.net.bind(&tape);
         let t = times.map(Var::constant);
-        let out = self
-            .net
-            .forward(&tape, &params, &Var::constant(input), t.as_ref());
+        let input = Var::constant(input);
+        let out = self.net.forward(&tape, &params, &input, t.as_ref());
         let loss = ops::mse(&tape, &out, &Var::constant(target));
         let loss_value = loss.value().data()[0];
+        if let Some(a) = tape.anomaly() {
+            bail!("step {step}: {a}");
+        }
+        if !loss_value.is_finite() {
+            bail!("step {step}: the loss is {loss_value}");
+        }
         let mut grads = tape.backward(&loss);
+        if let Some(a) = tape.anomaly() {
+            bail!("step {step}: {a}");
+        }
         let mut g = gather_grads(&mut grads, &params);
         drop((params, out, loss, grads, tape));
+        if let Some(i) = g
+            .iter()
+            .position(|t| t.data().iter().any(|v| !v.is_finite()))
+        {
+            bail!(
+                "step {step}: non-finite gradient in layer '{}'",
+                self.net.specs()[i].name
+            );
+        }
         clip_grad_norm(&mut g, s.clip);
         self.opt.lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
         self.opt.step(self.net.params_mut(), &g);
@@ -327,7 +355,19 @@ impl Trainer {
         while self.step < total {
             let batch = loader.next()?;
             debug_assert_eq!(batch.step, self.step);
-            let loss = self.train_step(&batch.clean, &batch.degraded)?;
+            let loss = self
+                .train_step(&batch.clean, &batch.degraded)
+                .map_err(|e| {
+                    let kept = if path.exists() {
+                        "is kept"
+                    } else {
+                        "was never written"
+                    };
+                    Error(format!(
+                        "{e}; training stopped, the last good checkpoint {} {kept}",
+                        path.display()
+                    ))
+                })?;
             let now = Instant::now();
             report(&Progress {
                 step: self.step,

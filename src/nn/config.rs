@@ -71,10 +71,30 @@ impl UnetConfig {
         1 << (self.channel_mult.len() - 1)
     }
 
-    /// Checks that the network this describes can be built.
+    /// Checks that the network this describes can be built (configs also
+    /// arrive from checkpoint files, so nothing here may be trusted).
     pub fn validate(&self) -> Result<()> {
-        if self.channel_mult.is_empty() || self.base_channels == 0 || self.groups == 0 {
-            bail!("config '{}': empty network", self.name);
+        let positive = [
+            self.in_channels,
+            self.out_channels,
+            self.base_channels,
+            self.head_channels,
+            self.groups,
+        ];
+        if self.channel_mult.is_empty() || positive.contains(&0) || self.channel_mult.contains(&0) {
+            bail!(
+                "config '{}': a channel count, group count or multiplier is zero",
+                self.name
+            );
+        }
+        // Far beyond any real network; keeps sizes from overflowing.
+        let widest = self.channel_mult.iter().max().copied().unwrap_or(1) * self.base_channels;
+        if self.channel_mult.len() > 8
+            || widest > 8192
+            || self.res_blocks > 16
+            || self.in_channels.max(self.out_channels) > 64
+        {
+            bail!("config '{}': implausibly large network", self.name);
         }
         if self.time_input && !self.base_channels.is_multiple_of(2) {
             bail!("config '{}': time embedding width must be even", self.name);

@@ -89,6 +89,7 @@ fn flatten(tape: &Tape, v: &Var) -> Var {
     let shape = v.shape().to_vec();
     let numel = v.value().numel();
     tape.record(
+        "flatten",
         v.value().clone().reshape(&[1, numel]),
         &[v],
         move |dy, _| vec![Some(dy.clone().reshape(&shape))],
