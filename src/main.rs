@@ -198,6 +198,9 @@ struct RestoreArgs {
     /// Replace outputs that already exist (inputs are never replaced).
     #[arg(long)]
     force: bool,
+    /// Memory budget in MB: larger images are restored in overlapping tiles.
+    #[arg(long, default_value_t = 4096)]
+    max_memory: u64,
 }
 
 #[derive(Args)]
@@ -493,13 +496,13 @@ fn restore_cmd(a: RestoreArgs) -> Result<()> {
             Ok((out, x)) => {
                 let full = pending.len() == a.batch.max(1);
                 if full || pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
-                    restore_batch(&restorer, &mut pending, a.nfe, a.seed, &mut failed);
+                    restore_batch(&restorer, &mut pending, &a, &mut failed);
                 }
                 pending.push((out, x));
             }
         }
     }
-    restore_batch(&restorer, &mut pending, a.nfe, a.seed, &mut failed);
+    restore_batch(&restorer, &mut pending, &a, &mut failed);
     match failed.len() {
         0 => Ok(()),
         1 if a.inputs.len() == 1 => Err(failed.remove(0)),
@@ -520,10 +523,10 @@ fn restore_cmd(a: RestoreArgs) -> Result<()> {
 fn restore_batch(
     r: &Restorer,
     pending: &mut Vec<(PathBuf, Tensor)>,
-    nfe: usize,
-    seed: u64,
+    a: &RestoreArgs,
     failed: &mut Vec<Error>,
 ) {
+    let nfe = a.nfe;
     let Some((_, first)) = pending.first() else {
         return;
     };
@@ -534,7 +537,7 @@ fn restore_batch(
         .collect();
     let batch = Tensor::from_vec(&[pending.len(), h, w, c], data);
     let start = Instant::now();
-    match r.restore(&batch, nfe, seed) {
+    match r.restore_within(&batch, nfe, a.seed, a.max_memory << 20) {
         Ok(out) => {
             for (i, (path, _)) in pending.iter().enumerate() {
                 match save_image(path, &out, i) {

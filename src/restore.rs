@@ -12,7 +12,7 @@ use crate::bridge::{Bridge, Method};
 use crate::cpu::pad::{crop, pad_reflect};
 use crate::degrade::Task;
 use crate::error::Result;
-use crate::nn::Unet;
+use crate::nn::{forward_peak_bytes, Unet};
 use crate::tensor::Tensor;
 use crate::train::{infer, load_inference_net, Role};
 use std::path::Path;
@@ -105,6 +105,114 @@ impl Restorer {
             .map_or(m, |mean| m.max(mean.config.side_multiple()))
     }
 
+    /// Bytes a restore of `n` images of h x w holds at its peak: the larger
+    /// network's activations (the two run one after the other) and the
+    /// sampler's four image buffers.
+    pub fn peak_bytes(&self, n: usize, h: usize, w: usize) -> u64 {
+        let m = self.side_multiple();
+        let (h, w) = (h.next_multiple_of(m), w.next_multiple_of(m));
+        let nets = std::iter::once(&self.net).chain(self.mean.as_ref());
+        let network = nets
+            .map(|net| forward_peak_bytes(&net.config, n, h, w))
+            .max()
+            .unwrap_or(0);
+        network + 16 * (n * h * w * 3) as u64
+    }
+
+    /// Restores a batch within `budget` bytes: whole when it fits, else
+    /// image by image in overlapping tiles blended linearly.
+    pub fn restore_within(
+        &self,
+        degraded: &Tensor,
+        nfe: usize,
+        seed: u64,
+        budget: u64,
+    ) -> Result<Tensor> {
+        let (n, h, w, c) = degraded.nhwc();
+        if self.peak_bytes(n, h, w) <= budget {
+            return self.restore(degraded, nfe, seed);
+        }
+        let tile = self.tile_side(budget)?;
+        let mut out = Vec::with_capacity(degraded.numel());
+        for i in 0..n {
+            let image = Tensor::from_vec(
+                &[1, h, w, c],
+                degraded.data()[i * h * w * c..][..h * w * c].to_vec(),
+            );
+            out.extend(self.restore_tiled(&image, nfe, seed, tile)?.into_vec());
+        }
+        Ok(Tensor::from_vec(degraded.shape(), out))
+    }
+
+    /// The largest square tile (a multiple of 64, at most 1024) that fits.
+    fn tile_side(&self, budget: u64) -> Result<usize> {
+        let fits = |s: usize| self.peak_bytes(1, s, s) <= budget;
+        match (1..=16).rev().map(|k| 64 * k).find(|&s| fits(s)) {
+            Some(s) => Ok(s),
+            None => bail!(
+                "a memory budget of {} MB is too small: one 64x64 tile needs {} MB",
+                budget >> 20,
+                self.peak_bytes(1, 64, 64).div_ceil(1 << 20)
+            ),
+        }
+    }
+
+    /// One image in `tile`-sided tiles overlapping by tile/8; each output
+    /// pixel is the average of its tiles weighted by linear ramps that fall
+    /// to zero towards tile edges inside the image.
+    fn restore_tiled(&self, image: &Tensor, nfe: usize, seed: u64, tile: usize) -> Result<Tensor> {
+        let (_, h, w, c) = image.nhwc();
+        let overlap = tile / 8;
+        let starts = |len: usize| -> Vec<usize> {
+            if len <= tile {
+                return vec![0];
+            }
+            let mut v: Vec<usize> = (0..)
+                .map(|k| k * (tile - overlap))
+                .take_while(|&p| p + tile < len)
+                .collect();
+            v.push(len - tile);
+            v
+        };
+        let ramp = |i: usize, len: usize, open_before: bool, open_after: bool| -> f32 {
+            let rise = if open_before {
+                (i + 1) as f32 / (overlap + 1) as f32
+            } else {
+                1.0
+            };
+            let fall = if open_after {
+                (len - i) as f32 / (overlap + 1) as f32
+            } else {
+                1.0
+            };
+            rise.min(fall).min(1.0)
+        };
+        let (th, tw) = (tile.min(h), tile.min(w));
+        let mut acc = vec![0.0f32; h * w * c];
+        let mut weight = vec![0.0f32; h * w];
+        for &y0 in &starts(h) {
+            for &x0 in &starts(w) {
+                let part = self.restore(&crop(image, y0, x0, th, tw), nfe, seed)?;
+                for y in 0..th {
+                    let wy = ramp(y, th, y0 > 0, y0 + th < h);
+                    for x in 0..tw {
+                        let k = wy * ramp(x, tw, x0 > 0, x0 + tw < w);
+                        let (py, px) = (y0 + y, x0 + x);
+                        weight[py * w + px] += k;
+                        let src = &part.data()[(y * tw + x) * c..][..c];
+                        for (a, v) in acc[(py * w + px) * c..][..c].iter_mut().zip(src) {
+                            *a += k * v;
+                        }
+                    }
+                }
+            }
+        }
+        for (px, &k) in acc.chunks_mut(c).zip(&weight) {
+            px.iter_mut().for_each(|v| *v /= k);
+        }
+        Ok(Tensor::from_vec(&[1, h, w, c], acc))
+    }
+
     /// Restores a batch of degraded images `[n, h, w, 3]` in [-1, 1] with
     /// `nfe` network evaluations; the sampler's noise comes from `seed`.
     pub fn restore(&self, degraded: &Tensor, nfe: usize, seed: u64) -> Result<Tensor> {
@@ -117,7 +225,7 @@ impl Restorer {
         let out = sample(&self.bridge, &source, nfe, seed, |x, t| {
             infer(&self.net, x, Some(t))
         })?;
-        Ok(crop(&out, h, w))
+        Ok(crop(&out, 0, 0, h, w))
     }
 }
 
@@ -125,5 +233,5 @@ impl Restorer {
 pub fn mean_estimate(mean: &Unet, degraded: &Tensor) -> Result<Tensor> {
     let (_, h, w, _) = degraded.nhwc();
     let x1 = pad_reflect(degraded, mean.config.side_multiple())?;
-    Ok(crop(&infer(mean, &x1, None), h, w))
+    Ok(crop(&infer(mean, &x1, None), 0, 0, h, w))
 }

@@ -346,3 +346,39 @@ proptest! {
         load_image_bytes(&bytes, "png");
     }
 }
+
+#[test]
+fn large_images_are_restored_in_tiles_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    write_textures(&dir.path().join("data"), 2, 24);
+    let data = Arc::new(Dataset::open(&dir.path().join("data"), 16).unwrap());
+    let ck = dir.path().join("nomean.safetensors");
+    let mut t = Trainer::new(settings(), &UnetConfig::named("tiny").unwrap()).unwrap();
+    t.run(data, 1, &ck, 1, |_| {}).unwrap();
+    let r = nadb::restore::Restorer::load(&ck, None, Task::Sr4Pool).unwrap();
+
+    let image = nadb::degrade::degrade(Task::Sr4Pool, &texture(200, 1)).unwrap();
+    let whole = r.restore(&image, 1, 0).unwrap();
+    // A budget that fits a 64x64 tile but not the image: 4 x 4 tiles.
+    let budget = r.peak_bytes(1, 64, 64);
+    assert!(r.peak_bytes(1, 200, 200) > budget);
+    let tiled = r.restore_within(&image, 1, 0, budget).unwrap();
+    assert_eq!(tiled.shape(), whole.shape());
+    // One step of a barely trained bridge stays close to its input; tiles
+    // see less context and other noise, so the two agree only roughly.
+    let mean_diff: f32 = tiled
+        .data()
+        .iter()
+        .zip(whole.data())
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / whole.numel() as f32;
+    assert!(
+        mean_diff < 0.05,
+        "tiled and whole differ by {mean_diff} on average"
+    );
+    assert!(tiled.data().iter().all(|v| v.is_finite()));
+    // A budget that fits no tile is an error that says what would fit.
+    let err = r.restore_within(&image, 1, 0, 1 << 20).unwrap_err();
+    assert!(err.0.contains("too small: one 64x64 tile needs"), "{err}");
+}

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 /// Output pixels whose patches are gathered at once: bounds the scratch
 /// buffer (about 16 MB at k*k*cin = 1152) while keeping the GEMM large.
-const PATCH_ELEMS_PER_CHUNK: usize = 4 << 20;
+pub const PATCH_ELEMS_PER_CHUNK: usize = 4 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvGeom {

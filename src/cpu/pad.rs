@@ -57,17 +57,20 @@ pub fn pad_reflect(x: &Tensor, m: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(&[n, ph, pw, c], out))
 }
 
-/// The top-left `h x w` of every image.
-pub fn crop(x: &Tensor, h: usize, w: usize) -> Tensor {
+/// The `h x w` window at (y0, x0) of every image.
+pub fn crop(x: &Tensor, y0: usize, x0: usize, h: usize, w: usize) -> Tensor {
     let (n, xh, xw, c) = x.nhwc();
-    assert!(h <= xh && w <= xw, "crop {h}x{w} of a {xh}x{xw} image");
-    if (h, w) == (xh, xw) {
+    assert!(
+        y0 + h <= xh && x0 + w <= xw,
+        "crop {h}x{w} at ({y0}, {x0}) of a {xh}x{xw} image"
+    );
+    if (y0, x0, h, w) == (0, 0, xh, xw) {
         return x.clone();
     }
     let mut out = Vec::with_capacity(n * h * w * c);
     for img in 0..n {
-        for y in 0..h {
-            out.extend_from_slice(&x.data()[((img * xh + y) * xw) * c..][..w * c]);
+        for y in y0..y0 + h {
+            out.extend_from_slice(&x.data()[((img * xh + y) * xw + x0) * c..][..w * c]);
         }
     }
     Tensor::from_vec(&[n, h, w, c], out)

@@ -4,4 +4,4 @@ pub mod config;
 pub mod unet;
 
 pub use config::{UnetConfig, CONFIG_NAMES};
-pub use unet::{forward_flops, param_count, param_specs, ParamSpec, Unet};
+pub use unet::{forward_flops, forward_peak_bytes, param_count, param_specs, ParamSpec, Unet};

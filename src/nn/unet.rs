@@ -521,6 +521,35 @@ pub fn forward_flops(config: &UnetConfig, n: usize, h: usize, w: usize) -> Resul
     Ok(Arch::build(config).0.flops(n, h, w))
 }
 
+/// An upper estimate of the bytes a no-grad forward pass holds at its peak
+/// on the CPU, at batch n and size h x w: the skip activations the U-Net
+/// keeps for its decoder, a few working tensors of the widest level
+/// (concatenated skips double it), the attention probabilities of every
+/// head, and the convolution's patch scratch per thread. Weights excluded.
+/// `restore` tiles an image whose estimate exceeds its memory budget.
+pub fn forward_peak_bytes(config: &UnetConfig, n: usize, h: usize, w: usize) -> u64 {
+    let px = |level: usize| ((h >> level) * (w >> level) * n) as u64;
+    let ch = |level: usize| (config.base_channels * config.channel_mult[level]) as u64;
+    let levels = config.channel_mult.len();
+    let mut skips = px(0) * ch(0);
+    let mut widest = 0;
+    let mut attention = 0;
+    for l in 0..levels {
+        skips += config.res_blocks as u64 * px(l) * ch(l);
+        if l + 1 < levels {
+            skips += px(l + 1) * ch(l);
+        }
+        widest = widest.max(2 * px(l) * ch(l));
+        if config.attention_ds.contains(&(1 << l)) || l + 1 == levels {
+            let tokens = px(l) / n as u64;
+            attention =
+                attention.max(n as u64 * (ch(l) / config.head_channels as u64) * tokens * tokens);
+        }
+    }
+    let scratch = (crate::cpu::conv::PATCH_ELEMS_PER_CHUNK * rayon::current_num_threads()) as u64;
+    4 * (skips + 6 * widest + attention + scratch)
+}
+
 impl Unet {
     /// A freshly initialised network (PyTorch's default initialisation,
     /// ADM's zeroed output layers), reproducible from `seed`.
