@@ -526,39 +526,42 @@ fn restore_batch(
     a: &RestoreArgs,
     failed: &mut Vec<Error>,
 ) {
-    let nfe = a.nfe;
-    let Some((_, first)) = pending.first() else {
+    let (paths, mut images): (Vec<PathBuf>, Vec<Tensor>) = pending.drain(..).unzip();
+    let Some(first) = images.first() else {
         return;
     };
     let (_, h, w, c) = first.nhwc();
-    let data: Vec<f32> = pending
-        .iter()
-        .flat_map(|(_, t)| t.data().iter().copied())
-        .collect();
-    let batch = Tensor::from_vec(&[pending.len(), h, w, c], data);
+    // A lone image goes as it is: a 4096x4096 one is 200 MB of f32.
+    let batch = match images.len() {
+        1 => images.pop().expect("one image"),
+        n => Tensor::from_vec(
+            &[n, h, w, c],
+            images
+                .iter()
+                .flat_map(|t| t.data().iter().copied())
+                .collect(),
+        ),
+    };
+    drop(images);
     let start = Instant::now();
-    match r.restore_within(&batch, nfe, a.seed, a.max_memory << 20) {
+    match r.restore_within(&batch, a.nfe, a.seed, a.max_memory << 20) {
         Ok(out) => {
-            for (i, (path, _)) in pending.iter().enumerate() {
+            for (i, path) in paths.iter().enumerate() {
                 match save_image(path, &out, i) {
                     Ok(()) => println!("{}", path.display()),
                     Err(e) => failed.push(e),
                 }
             }
             eprintln!(
-                "restored {} image(s) of {w}x{h} with {} at NFE {nfe} in {:.2} s",
-                pending.len(),
+                "restored {} image(s) of {w}x{h} with {} at NFE {} in {:.2} s",
+                paths.len(),
                 r.method,
+                a.nfe,
                 start.elapsed().as_secs_f64()
             );
         }
-        Err(e) => failed.extend(
-            pending
-                .iter()
-                .map(|(p, _)| Error(format!("{}: {e}", p.display()))),
-        ),
+        Err(e) => failed.extend(paths.iter().map(|p| Error(format!("{}: {e}", p.display())))),
     }
-    pending.clear();
 }
 
 /// Where the shipped weights of a task live.

@@ -120,7 +120,9 @@ impl Restorer {
     }
 
     /// Restores a batch within `budget` bytes: whole when it fits, else
-    /// image by image in overlapping tiles blended linearly.
+    /// image by image in overlapping tiles blended linearly. The budget
+    /// covers the whole-image buffers of tiling (input, blended sum,
+    /// weights) as well as each tile's network.
     pub fn restore_within(
         &self,
         degraded: &Tensor,
@@ -132,27 +134,28 @@ impl Restorer {
         if self.peak_bytes(n, h, w) <= budget {
             return self.restore(degraded, nfe, seed);
         }
-        let tile = self.tile_side(budget)?;
+        let whole_image_buffers = 4 * (2 * h * w * c + h * w) as u64;
+        let tile = self.tile_side(budget.saturating_sub(whole_image_buffers), h, w)?;
+        if n == 1 {
+            return self.restore_tiled(degraded, nfe, seed, tile);
+        }
         let mut out = Vec::with_capacity(degraded.numel());
         for i in 0..n {
-            let image = Tensor::from_vec(
-                &[1, h, w, c],
-                degraded.data()[i * h * w * c..][..h * w * c].to_vec(),
-            );
+            let image = crop_batch_item(degraded, i);
             out.extend(self.restore_tiled(&image, nfe, seed, tile)?.into_vec());
         }
         Ok(Tensor::from_vec(degraded.shape(), out))
     }
 
-    /// The largest square tile (a multiple of 64, at most 1024) that fits.
-    fn tile_side(&self, budget: u64) -> Result<usize> {
-        let fits = |s: usize| self.peak_bytes(1, s, s) <= budget;
+    /// The largest square tile (a multiple of 64, at most 1024) whose
+    /// restore fits in `left` bytes, for an h x w image.
+    fn tile_side(&self, left: u64, h: usize, w: usize) -> Result<usize> {
+        let fits = |s: usize| self.peak_bytes(1, s, s) <= left;
         match (1..=16).rev().map(|k| 64 * k).find(|&s| fits(s)) {
             Some(s) => Ok(s),
             None => bail!(
-                "a memory budget of {} MB is too small: one 64x64 tile needs {} MB",
-                budget >> 20,
-                self.peak_bytes(1, 64, 64).div_ceil(1 << 20)
+                "the memory budget is too small for a {w}x{h} image: its buffers and one 64x64 tile need {} MB",
+                (4 * (7 * h * w) as u64 + self.peak_bytes(1, 64, 64)).div_ceil(1 << 20)
             ),
         }
     }
@@ -227,6 +230,13 @@ impl Restorer {
         })?;
         Ok(crop(&out, 0, 0, h, w))
     }
+}
+
+/// Image `i` of a batch, as a batch of one.
+fn crop_batch_item(batch: &Tensor, i: usize) -> Tensor {
+    let (_, h, w, c) = batch.nhwc();
+    let len = h * w * c;
+    Tensor::from_vec(&[1, h, w, c], batch.data()[i * len..][..len].to_vec())
 }
 
 /// The mean network alone: one forward pass (the paper's "mean" row).
