@@ -444,6 +444,7 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
         bar
     });
     let start = Instant::now();
+    let first_step = trainer.step;
     trainer.deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
     trainer.detect_anomaly = a.detect_anomaly;
     trainer.run(data, a.steps, &a.out, a.save_every, |p| {
@@ -454,11 +455,12 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
                 bar.set_message(msg);
             }
             None if p.step.is_multiple_of(a.log_every.max(1)) || p.step == p.total => {
+                let elapsed = start.elapsed().as_secs_f64();
+                let done = (p.step - first_step).max(1) as f64;
+                let eta = elapsed / done * (p.total - p.step) as f64;
                 eprintln!(
-                    "step {}/{} {msg} ({:.0} s)",
-                    p.step,
-                    p.total,
-                    start.elapsed().as_secs_f64()
+                    "step {}/{} {msg} ({elapsed:.0} s, eta {eta:.0} s)",
+                    p.step, p.total
                 )
             }
             None => {}
