@@ -44,6 +44,18 @@ fn geometry(qkv: &Tensor, head_dim: usize) -> Geometry {
     }
 }
 
+/// Runs `job` for every (image, head): one rayon task each when there are
+/// enough of them to fill the pool, else one after the other so that each
+/// job's products are threaded (a single 1-head image at 96x96 is two
+/// 9216x9216x64 GEMMs that must not run on one core).
+fn over_heads<T: Send>(jobs: usize, job: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if jobs >= rayon::current_num_threads() {
+        (0..jobs).into_par_iter().map(&job).collect()
+    } else {
+        (0..jobs).map(job).collect()
+    }
+}
+
 /// Softmax probabilities of every (image, head), `[T, T]` each, row-major.
 pub struct AttentionProbs(Vec<Vec<f32>>);
 
@@ -72,23 +84,20 @@ pub fn attention(qkv: &Tensor, head_dim: usize) -> (Tensor, AttentionProbs) {
     let g = geometry(qkv, head_dim);
     let (t, hd, c3) = (g.tokens, g.hd, 3 * g.c);
     let qd = qkv.data();
-    let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..g.n * g.heads)
-        .into_par_iter()
-        .map(|job| {
-            let (img, head) = (job / g.heads, job % g.heads);
-            let base = &qd[img * t * c3 + head * 3 * hd..];
-            let q = Mat::strided(base, t, hd, c3, 1);
-            let k = Mat::strided(&base[hd..], t, hd, c3, 1);
-            let v = Mat::strided(&base[2 * hd..], t, hd, c3, 1);
-            let mut p = vec![0.0; t * t];
-            matmul(q, k.t(), &mut p, t, false);
-            p.iter_mut().for_each(|s| *s *= g.scale);
-            softmax_rows(&mut p, t);
-            let mut o = vec![0.0; t * hd];
-            matmul(Mat::rows(&p, t, t), v, &mut o, hd, false);
-            (o, p)
-        })
-        .collect();
+    let per_head: Vec<(Vec<f32>, Vec<f32>)> = over_heads(g.n * g.heads, |job| {
+        let (img, head) = (job / g.heads, job % g.heads);
+        let base = &qd[img * t * c3 + head * 3 * hd..];
+        let q = Mat::strided(base, t, hd, c3, 1);
+        let k = Mat::strided(&base[hd..], t, hd, c3, 1);
+        let v = Mat::strided(&base[2 * hd..], t, hd, c3, 1);
+        let mut p = vec![0.0; t * t];
+        matmul(q, k.t(), &mut p, t, false);
+        p.iter_mut().for_each(|s| *s *= g.scale);
+        softmax_rows(&mut p, t);
+        let mut o = vec![0.0; t * hd];
+        matmul(Mat::rows(&p, t, t), v, &mut o, hd, false);
+        (o, p)
+    });
     let mut out = vec![0.0; g.n * t * g.c];
     let mut probs = Vec::with_capacity(per_head.len());
     for (job, (o, p)) in per_head.into_iter().enumerate() {
@@ -110,39 +119,36 @@ pub fn attention_backward(
     let g = geometry(qkv, head_dim);
     let (t, hd, c3) = (g.tokens, g.hd, 3 * g.c);
     let (qd, dyd) = (qkv.data(), dy.data());
-    let per_head: Vec<Vec<f32>> = (0..g.n * g.heads)
-        .into_par_iter()
-        .map(|job| {
-            let (img, head) = (job / g.heads, job % g.heads);
-            let base = &qd[img * t * c3 + head * 3 * hd..];
-            let q = Mat::strided(base, t, hd, c3, 1);
-            let k = Mat::strided(&base[hd..], t, hd, c3, 1);
-            let v = Mat::strided(&base[2 * hd..], t, hd, c3, 1);
-            let d_out = Mat::strided(&dyd[img * t * g.c + head * hd..], t, hd, g.c, 1);
-            let p = &probs.0[job];
-            // dqkv block per token: [dq, dk, dv], 3*hd wide.
-            let mut dblock = vec![0.0; t * 3 * hd];
-            matmul(
-                Mat::rows(p, t, t).t(),
-                d_out,
-                &mut dblock[2 * hd..],
-                3 * hd,
-                false,
-            );
-            let mut ds = vec![0.0; t * t];
-            matmul(d_out, v.t(), &mut ds, t, false);
-            for (ds_row, p_row) in ds.chunks_mut(t).zip(p.chunks(t)) {
-                let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
-                for (d, &pv) in ds_row.iter_mut().zip(p_row) {
-                    *d = g.scale * pv * (*d - dot);
-                }
+    let per_head: Vec<Vec<f32>> = over_heads(g.n * g.heads, |job| {
+        let (img, head) = (job / g.heads, job % g.heads);
+        let base = &qd[img * t * c3 + head * 3 * hd..];
+        let q = Mat::strided(base, t, hd, c3, 1);
+        let k = Mat::strided(&base[hd..], t, hd, c3, 1);
+        let v = Mat::strided(&base[2 * hd..], t, hd, c3, 1);
+        let d_out = Mat::strided(&dyd[img * t * g.c + head * hd..], t, hd, g.c, 1);
+        let p = &probs.0[job];
+        // dqkv block per token: [dq, dk, dv], 3*hd wide.
+        let mut dblock = vec![0.0; t * 3 * hd];
+        matmul(
+            Mat::rows(p, t, t).t(),
+            d_out,
+            &mut dblock[2 * hd..],
+            3 * hd,
+            false,
+        );
+        let mut ds = vec![0.0; t * t];
+        matmul(d_out, v.t(), &mut ds, t, false);
+        for (ds_row, p_row) in ds.chunks_mut(t).zip(p.chunks(t)) {
+            let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+            for (d, &pv) in ds_row.iter_mut().zip(p_row) {
+                *d = g.scale * pv * (*d - dot);
             }
-            let ds_mat = Mat::rows(&ds, t, t);
-            matmul(ds_mat, k, &mut dblock, 3 * hd, false);
-            matmul(ds_mat.t(), q, &mut dblock[hd..], 3 * hd, false);
-            dblock
-        })
-        .collect();
+        }
+        let ds_mat = Mat::rows(&ds, t, t);
+        matmul(ds_mat, k, &mut dblock, 3 * hd, false);
+        matmul(ds_mat.t(), q, &mut dblock[hd..], 3 * hd, false);
+        dblock
+    });
     let mut dqkv = vec![0.0; qkv.numel()];
     for (job, block) in per_head.iter().enumerate() {
         let (img, head) = (job / g.heads, job % g.heads);
