@@ -2,7 +2,7 @@
 //! nvcc, when one is found, and tells the crate which kernels it embeds.
 //!
 //! nvcc is looked for in `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, then the
-//! project's own toolchain folder (`.toolchain/`, see scripts/). Without
+//! project's own toolchain (`.toolchain/cuda`, scripts/install-cuda-toolchain.sh). Without
 //! nvcc the build succeeds and embeds no PTX; the CUDA backend then reports
 //! that this build has no kernels.
 
@@ -26,7 +26,7 @@ fn find_nvcc() -> Option<PathBuf> {
         candidates.extend(env::split_paths(&path).map(exe));
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    candidates.push(manifest.join(".toolchain/bin/nvcc"));
+    candidates.push(manifest.join(".toolchain/cuda/bin/nvcc"));
     candidates.into_iter().find(|p| p.is_file())
 }
 
@@ -96,7 +96,7 @@ fn compile(nvcc: &Path, src: &Path, ptx: &Path) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
     assert!(status.success(), "nvcc failed on {}", src.display());
-    // Registers and spills per kernel, as build notes.
+    // One build note per kernel: registers, shared memory and spills.
     let report = Command::new(nvcc)
         .args([
             "-cubin",
@@ -110,13 +110,15 @@ fn compile(nvcc: &Path, src: &Path, ptx: &Path) {
         .arg(src)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
+    let (mut kernel, mut spills) = (String::new(), String::new());
     for line in String::from_utf8_lossy(&report.stderr).lines() {
-        if line.contains("registers") || line.contains("spill") || line.contains("Compiling entry")
-        {
-            println!(
-                "cargo:warning=ptxas {}",
-                line.trim_start_matches("ptxas info    : ")
-            );
+        let line = line.trim_start_matches("ptxas info    : ").trim();
+        if let Some(rest) = line.strip_prefix("Compiling entry function '") {
+            kernel = rest.split('\'').next().unwrap_or_default().to_string();
+        } else if line.contains("spill stores") {
+            spills = line.to_string();
+        } else if let Some(used) = line.strip_prefix("Used ") {
+            println!("cargo:warning=ptxas {kernel}: {used}; {spills}");
         }
     }
 }

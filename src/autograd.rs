@@ -70,10 +70,6 @@ pub struct Tape {
     nodes: RefCell<Vec<Node>>,
 }
 
-fn all_finite(t: &Tensor) -> bool {
-    t.data().iter().all(|v| v.is_finite())
-}
-
 impl Default for Tape {
     fn default() -> Tape {
         Tape::new()
@@ -111,7 +107,7 @@ impl Tape {
     }
 
     fn check(&self, t: &Tensor, what: impl FnOnce() -> String) {
-        if self.detect_anomaly && self.anomaly.borrow().is_none() && !all_finite(t) {
+        if self.detect_anomaly && self.anomaly.borrow().is_none() && !t.all_finite() {
             *self.anomaly.borrow_mut() = Some(what());
         }
     }
@@ -139,10 +135,11 @@ impl Tape {
     pub fn record(
         &self,
         op: &'static str,
-        value: Tensor,
+        value: impl Into<Rc<Tensor>>,
         inputs: &[&Var],
         backward: impl FnOnce(&Tensor, &[bool]) -> Vec<Option<Tensor>> + 'static,
     ) -> Var {
+        let value = value.into();
         self.check(&value, || {
             format!(
                 "{op} produced a non-finite value (output {:?})",
@@ -157,10 +154,7 @@ impl Tape {
                 backward: Some(Box::new(backward)),
             })
         });
-        Var {
-            value: Rc::new(value),
-            node,
-        }
+        Var { value, node }
     }
 
     /// Gradients of the one-element `loss` with respect to every leaf. The
@@ -172,7 +166,7 @@ impl Tape {
         let Some(root) = loss.node else {
             return Gradients(grads);
         };
-        grads[root] = Some(Tensor::full(loss.shape(), 1.0));
+        grads[root] = Some(Tensor::full_as(loss.shape(), 1.0, &loss.value));
         for (id, node) in nodes.into_iter().enumerate().rev() {
             let Some(backward) = node.backward else {
                 continue; // a leaf keeps its gradient

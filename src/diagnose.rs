@@ -4,14 +4,14 @@
 //! similarity `<p, y> / (|p| |y|)` (both 1.0 when right). NADB's claim is
 //! that I2SB's network falls far below 1 as t -> 0 and NADB's does not.
 
-use crate::cpu::bridge::training_pair;
 use crate::data::Dataset;
 use crate::degrade::Task;
+use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::restore::Restorer;
 use crate::rng::Stream;
-use crate::tensor::Tensor;
-use crate::train::infer;
+use crate::train::{infer, source_endpoint};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -43,38 +43,50 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb).max(1e-30)
 }
 
+/// What `diagnose` measures: checkpoints, on `batch` crops of side `crop`
+/// drawn with `seed`.
+pub struct DiagnosePlan {
+    pub task: Task,
+    pub checkpoints: Vec<PathBuf>,
+    pub mean_checkpoint: Option<PathBuf>,
+    pub batch: usize,
+    pub crop: usize,
+    pub seed: u64,
+    pub device: Device,
+}
+
 /// Measures each checkpoint on the same held-out batch (crops of the
 /// images under `data`, degraded by `task`).
-pub fn diagnose(
-    data: &Path,
-    task: Task,
-    checkpoints: &[PathBuf],
-    mean_checkpoint: Option<&Path>,
-    batch: usize,
-    crop: usize,
-    seed: u64,
-) -> Result<Vec<Point>> {
+pub fn diagnose(data: &Path, plan: &DiagnosePlan) -> Result<Vec<Point>> {
+    let DiagnosePlan {
+        task,
+        batch,
+        crop,
+        seed,
+        device,
+        ..
+    } = *plan;
     let set = Dataset::open(data, crop)?;
     let clean = set.batch(batch, seed, 0);
-    let degraded = crate::degrade::degrade(task, &clean)?;
+    let degraded = device.put(&crate::degrade::degrade(task, &clean)?)?;
+    let clean = device.put(&clean)?;
     let mut points = Vec::new();
-    for path in checkpoints {
-        let probe = Restorer::load(path, mean_checkpoint, task)?;
-        let source = match &probe.mean {
-            Some(mean) => infer(mean, &degraded, None),
-            None => degraded.clone(),
-        };
+    for path in &plan.checkpoints {
+        let probe =
+            Restorer::load(path, plan.mean_checkpoint.as_deref(), task)?.to_device(device)?;
+        let source = source_endpoint(probe.mean.as_ref(), &degraded);
         for (i, &t) in probe_times().iter().enumerate() {
             let c = probe.bridge.coeffs_at(t);
             let pairs = vec![(c.xt, c.target); batch];
-            let (xt, label) = training_pair(
+            let (xt, label) = ops::training_pair(
                 &clean,
                 &source,
                 &pairs,
                 seed,
                 Stream::TrainNoise(u64::MAX - i as u64),
             );
-            let pred: Tensor = infer(&probe.net, &xt, Some(c.time_input));
+            let pred = infer(&probe.net, &xt, Some(c.time_input)).into_host()?;
+            let label = label.into_host()?;
             points.push(Point {
                 method: probe.method.name().to_string(),
                 t,

@@ -11,6 +11,7 @@ use crate::bail;
 use crate::bridge::{Bridge, Method};
 use crate::data::image_files;
 use crate::degrade::{degrade, Task};
+use crate::device::Device;
 use crate::error::Result;
 use crate::imageio::{read_rgb, rgb_to_tensor};
 use crate::metrics::{psnr, ssim};
@@ -43,6 +44,7 @@ pub struct EvalPlan {
     pub mean_checkpoint: Option<PathBuf>,
     pub crop: usize,
     pub seed: u64,
+    pub device: Device,
 }
 
 /// Center crops of every image under `dir`, `[1, crop, crop, 3]` each.
@@ -111,12 +113,12 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                 let Some(path) = &plan.mean_checkpoint else {
                     bail!("the 'mean' row needs --mean-checkpoint");
                 };
-                let mean = load_mean_net(path, plan.task)?;
+                let mean = load_mean_net(path, plan.task)?.on(plan.device)?;
                 rows.push(row(
                     "mean",
                     Some(1),
                     None,
-                    score(&images, |d| mean_estimate(&mean, d))?,
+                    score(&images, |d| mean_estimate(&mean, d, plan.device))?,
                 ));
             }
             other => {
@@ -125,7 +127,8 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     bail!("no checkpoint for method {method}: pass --checkpoint {method}=PATH");
                 };
                 let mut restorer =
-                    Restorer::load(path, plan.mean_checkpoint.as_deref(), plan.task)?;
+                    Restorer::load(path, plan.mean_checkpoint.as_deref(), plan.task)?
+                        .to_device(plan.device)?;
                 if restorer.method != method {
                     bail!(
                         "checkpoint {} is a {} network, not {method}",

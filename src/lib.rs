@@ -7,11 +7,14 @@
 
 pub mod atomic;
 pub mod autograd;
+pub mod bench;
 pub mod bridge;
 pub mod checkpoint;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod degrade;
+pub mod device;
 pub mod diagnose;
 pub mod error;
 pub mod eval;

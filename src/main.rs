@@ -7,6 +7,7 @@ use nadb::bridge::Method;
 use nadb::checkpoint::{Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
 use nadb::data::Dataset;
 use nadb::degrade::{degrade, Task};
+use nadb::device::{Device, DeviceChoice, Precision};
 use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
 use nadb::imageio::{load_image, save_image};
@@ -29,6 +30,14 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where networks run: the GPU when one is present (auto), the CPU, or
+    /// the GPU (an error without one). Degrading images is CPU work.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Storage type of activations and working weights on the GPU (f32 for
+    /// tight comparison with the CPU); the CPU always computes in f32.
+    #[arg(long, global = true, value_enum, default_value = "bf16")]
+    precision: Precision,
 }
 
 #[derive(Subcommand)]
@@ -47,6 +56,33 @@ enum Command {
     Eval(EvalArgs),
     /// Variance ratio and cosine of prediction vs label against t (CSV + PNG).
     Diagnose(DiagnoseArgs),
+    /// Restoration latency and throughput and training images/s on the
+    /// selected device, with random weights of a configuration.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = "base")]
+    config: String,
+    /// Side of the restored images.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    #[arg(long, value_delimiter = ',', default_value = "5,10")]
+    nfe: Vec<usize>,
+    /// Batch of the throughput run (1: skip it).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    train_batch: usize,
+    #[arg(long, default_value_t = 64)]
+    train_size: usize,
+    /// Timed runs per figure (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Also write the table here.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -173,9 +209,10 @@ struct RestoreArgs {
     /// Degraded images (PNG or JPEG).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Output folder (created if missing).
+    /// Output folder (created if missing) [default: each result is written
+    /// next to its input, as NAME-restored.png].
     #[arg(short, long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     #[arg(long)]
     task: String,
     /// Network evaluations per image.
@@ -201,6 +238,11 @@ struct RestoreArgs {
     /// Memory budget in MB: larger images are restored in overlapping tiles.
     #[arg(long, default_value_t = 4096)]
     max_memory: u64,
+    /// Restore each batch twice (a warm-up, which on the GPU captures the
+    /// sampling graph, then the measured run) and print times and the
+    /// kernel and graph launches of the measured run.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -335,7 +377,7 @@ fn info(args: InfoArgs) -> Result<()> {
 /// input, or an existing file unless `force`.
 fn output_path(
     input: &Path,
-    out_dir: &Path,
+    out_dir: Option<&Path>,
     ext: &str,
     inputs: &[PathBuf],
     force: bool,
@@ -343,7 +385,10 @@ fn output_path(
     let stem = input
         .file_stem()
         .ok_or_else(|| Error(format!("{}: no file name", input.display())))?;
-    let path = out_dir.join(stem).with_extension(ext);
+    let path = match out_dir {
+        Some(dir) => dir.join(stem).with_extension(ext),
+        None => input.with_file_name(format!("{}-restored.{ext}", stem.to_string_lossy())),
+    };
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if inputs.iter().any(|i| same(i, &path)) {
         bail!(
@@ -374,7 +419,7 @@ fn degrade_cmd(a: DegradeArgs) -> Result<()> {
             .and_then(|e| e.to_str())
             .unwrap_or("png")
             .to_ascii_lowercase();
-        let path = output_path(input, &a.out, &ext, &a.inputs, a.force)?;
+        let path = output_path(input, Some(&a.out), &ext, &a.inputs, a.force)?;
         let x = load_image(input)?;
         save_image(&path, &degrade(task, &x)?, 0)?;
         println!("{} -> {}", input.display(), path.display());
@@ -396,9 +441,14 @@ fn run_settings(a: &TrainArgs, role: Role) -> Result<RunSettings> {
     })
 }
 
-fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
+fn train_cmd(
+    a: &TrainArgs,
+    settings: RunSettings,
+    device: Device,
+    device_line: &str,
+) -> Result<()> {
     let config = UnetConfig::named(&a.config)?;
-    let mut trainer = if a.resume {
+    let trainer = if a.resume {
         let t = Trainer::resume(&a.out)?;
         if t.settings != settings {
             bail!(
@@ -427,6 +477,8 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
         Trainer::new(settings, &config)?
     };
     let data = Arc::new(Dataset::open(&a.data, trainer.settings.crop)?);
+    eprintln!("{device_line}");
+    let mut trainer = trainer.to_device(device)?;
     eprintln!(
         "training {:?} ({} parameters) on {} images from {}",
         trainer.settings.role,
@@ -473,7 +525,7 @@ fn train_cmd(a: &TrainArgs, settings: RunSettings) -> Result<()> {
     Ok(())
 }
 
-fn restore_cmd(a: RestoreArgs) -> Result<()> {
+fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> {
     let task: Task = a.task.parse()?;
     let ext = match a.format.as_str() {
         "png" => "png",
@@ -485,13 +537,17 @@ fn restore_cmd(a: RestoreArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| shipped(task, "nadb"));
     let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
-    create_dir(&a.out)?;
+    eprintln!("{device_line}");
+    let restorer = restorer.to_device(device)?;
+    if let Some(dir) = &a.out {
+        create_dir(dir)?;
+    }
     // A bad input (unreadable, not an image, an output clash) fails alone:
     // the others are restored, the failures listed at the end.
     let mut failed: Vec<Error> = Vec::new();
     let mut pending: Vec<(PathBuf, Tensor)> = Vec::new();
     for input in &a.inputs {
-        let job = output_path(input, &a.out, ext, &a.inputs, a.force)
+        let job = output_path(input, a.out.as_deref(), ext, &a.inputs, a.force)
             .and_then(|out| Ok((out, load_image(input)?)));
         match job {
             Err(e) => failed.push(e),
@@ -545,8 +601,26 @@ fn restore_batch(
         ),
     };
     drop(images);
+    let restore = || r.restore_within(&batch, a.nfe, a.seed, a.max_memory << 20);
+    if a.profile {
+        let start = Instant::now();
+        if let Err(e) = restore() {
+            failed.extend(paths.iter().map(|p| Error(format!("{}: {e}", p.display()))));
+            return;
+        }
+        eprintln!(
+            "profile: warm-up restore {:.3} s (on the GPU: includes the graph capture)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let before = launch_counts(r.device());
     let start = Instant::now();
-    match r.restore_within(&batch, a.nfe, a.seed, a.max_memory << 20) {
+    let result = restore();
+    let seconds = start.elapsed().as_secs_f64();
+    if a.profile {
+        print_profile(r, a.nfe, paths.len(), seconds, before);
+    }
+    match result {
         Ok(out) => {
             for (i, path) in paths.iter().enumerate() {
                 match save_image(path, &out, i) {
@@ -555,14 +629,42 @@ fn restore_batch(
                 }
             }
             eprintln!(
-                "restored {} image(s) of {w}x{h} with {} at NFE {} in {:.2} s",
+                "restored {} image(s) of {w}x{h} with {} at NFE {} in {seconds:.2} s",
                 paths.len(),
                 r.method,
                 a.nfe,
-                start.elapsed().as_secs_f64()
             );
         }
         Err(e) => failed.extend(paths.iter().map(|p| Error(format!("{}: {e}", p.display())))),
+    }
+}
+
+/// (kernel launches, graph launches) issued so far; zero on the CPU.
+fn launch_counts(device: Device) -> (u64, u64) {
+    match (device, nadb::cuda::gpu()) {
+        (Device::Cuda(_), Ok(g)) => (g.launches(), g.graph_launches()),
+        _ => (0, 0),
+    }
+}
+
+/// The `--profile` lines of one measured restore of `images` images.
+fn print_profile(r: &Restorer, nfe: usize, images: usize, seconds: f64, before: (u64, u64)) {
+    let device = r.device();
+    let (launches, graphs) = launch_counts(device);
+    let evaluations = nfe + usize::from(r.method.uses_mean());
+    eprintln!(
+        "profile: {seconds:.4} s for {images} image(s): {evaluations} network evaluations per batch \
+         ({nfe} bridge{})",
+        if r.method.uses_mean() { " + 1 mean" } else { "" }
+    );
+    match device {
+        Device::Cpu => eprintln!("profile: cpu: no kernels or graphs"),
+        Device::Cuda(_) => eprintln!(
+            "profile: cuda: {} graph launch(es), each replaying {} kernels; {} kernel launches outside graphs",
+            graphs - before.1,
+            r.graph_kernels().unwrap_or(0),
+            launches - before.0
+        ),
     }
 }
 
@@ -571,7 +673,7 @@ fn shipped(task: Task, what: &str) -> PathBuf {
     PathBuf::from(format!("weights/{task}-{what}.safetensors"))
 }
 
-fn eval_cmd(a: EvalArgs) -> Result<()> {
+fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
     let task: Task = a.task.parse()?;
     let mut checkpoints = Vec::new();
     for spec in &a.checkpoint {
@@ -598,7 +700,9 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         ),
         crop: a.crop,
         seed: a.seed,
+        device,
     };
+    eprintln!("{device_line}");
     let (rows, images) = evaluate(&a.data, &plan)?;
     print!("{}", eval::markdown(task, images, &rows));
     if let Some(path) = &a.csv {
@@ -608,17 +712,19 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn diagnose_cmd(a: DiagnoseArgs) -> Result<()> {
+fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()> {
     let task: Task = a.task.parse()?;
-    let points = diagnose::diagnose(
-        &a.data,
+    let plan = diagnose::DiagnosePlan {
         task,
-        &a.checkpoint,
-        a.mean_checkpoint.as_deref(),
-        a.batch,
-        a.crop,
-        a.seed,
-    )?;
+        checkpoints: a.checkpoint.clone(),
+        mean_checkpoint: a.mean_checkpoint.clone(),
+        batch: a.batch,
+        crop: a.crop,
+        seed: a.seed,
+        device,
+    };
+    eprintln!("{device_line}");
+    let points = diagnose::diagnose(&a.data, &plan)?;
     let csv = a.out.with_extension("csv");
     let png = a.out.with_extension("png");
     write_atomic(&csv, diagnose::csv(&points).as_bytes())?;
@@ -628,12 +734,46 @@ fn diagnose_cmd(a: DiagnoseArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
+    eprintln!("{device_line}");
+    let plan = nadb::bench::BenchPlan {
+        config: UnetConfig::named(&a.config)?,
+        size: a.size,
+        nfes: a.nfe,
+        batch: a.batch,
+        train_batch: a.train_batch,
+        train_size: a.train_size,
+        iters: a.iters,
+        device,
+    };
+    let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
+    print!("{table}");
+    if let Some(path) = &a.out {
+        write_atomic(path, table.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let needs_device = !matches!(cli.command, Command::Info(_) | Command::Degrade(_));
+    // Each command prints `device_line` (which device `--device` took, and
+    // why) once its inputs are checked, so a bad input stays one line.
+    let selected = needs_device.then(|| Device::select(cli.device, cli.precision));
+    let (device, device_line) = match selected.transpose() {
+        Ok(d) => d.unwrap_or((Device::Cpu, String::new())),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Info(a) => info(a),
         Command::Degrade(a) => degrade_cmd(a),
-        Command::TrainMean(a) => run_settings(&a, Role::Mean).and_then(|s| train_cmd(&a, s)),
+        Command::TrainMean(a) => {
+            run_settings(&a, Role::Mean).and_then(|s| train_cmd(&a, s, device, &device_line))
+        }
         Command::Train(a) => a
             .method
             .parse()
@@ -645,11 +785,14 @@ fn main() -> ExitCode {
                         mean_checkpoint: a.mean_checkpoint.clone(),
                         ..s
                     },
+                    device,
+                    &device_line,
                 )
             }),
-        Command::Restore(a) => restore_cmd(a),
-        Command::Eval(a) => eval_cmd(a),
-        Command::Diagnose(a) => diagnose_cmd(a),
+        Command::Restore(a) => restore_cmd(a, device, &device_line),
+        Command::Eval(a) => eval_cmd(a, device, &device_line),
+        Command::Diagnose(a) => diagnose_cmd(a, device, &device_line),
+        Command::Bench(a) => bench_cmd(a, device, &device_line),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

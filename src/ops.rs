@@ -1,44 +1,86 @@
 //! The differentiable ops the U-Net is written in: each runs its forward on
-//! the backend that holds the tensors (the CPU backend, `cpu::*`) and records
-//! its backward on the tape. This is the one place a second backend plugs in.
+//! the backend that holds the tensors (`cpu::*` for host tensors, `cuda::*`
+//! for device tensors: the twins have the same signatures) and records its
+//! backward on the tape. Then the bridges' fused ops, which need no
+//! gradient. This is the one place the backend is chosen.
 
 use crate::autograd::{Tape, Var};
-use crate::cpu;
-use crate::tensor::Tensor;
+use crate::bridge::sample::Seed;
+use crate::cpu::bridge::{Combo, StepCoeffs};
+use crate::rng::Stream;
+use crate::tensor::{DType, Tensor};
+use crate::{cpu, cuda};
+use std::rc::Rc;
+
+/// `backend!(t, family::function(args))` calls `cuda::family::function` if
+/// `t` lives on the device, else `cpu::family::function`.
+macro_rules! backend {
+    ($t:expr, $family:ident :: $f:ident ( $($arg:expr),* $(,)? )) => {
+        if $t.is_cuda() {
+            cuda::$family::$f($($arg),*)
+        } else {
+            cpu::$family::$f($($arg),*)
+        }
+    };
+}
 
 /// A 3x3 or 1x1 convolution with optional bias, stride 1 or 2, zero padding.
 pub fn conv2d(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>, stride: usize) -> Var {
-    let y = cpu::conv::conv2d(x.value(), w.value(), b.map(Var::value), stride);
+    let y = backend!(
+        x.value(),
+        conv::conv2d(x.value(), w.value(), b.map(Var::value), stride)
+    );
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
     tape.record("conv2d", y, &inputs, move |dy, need| {
-        let need_bias = need.get(2).copied().unwrap_or(false);
-        let g = cpu::conv::conv2d_backward(&xs, &ws, dy, stride, [need[0], need[1], need_bias]);
+        let need = [need[0], need[1], need.get(2).copied().unwrap_or(false)];
+        let g = backend!(dy, conv::conv2d_backward(&xs, &ws, dy, stride, need));
         vec![g.dx, g.dw, g.db]
     })
 }
 
+/// The bias gradient: `dy` summed over every dimension but the last.
+fn sum_rows(dy: &Tensor) -> Tensor {
+    if dy.is_cuda() {
+        cuda::elementwise::sum_rows(dy)
+    } else {
+        cpu::sum_rows(dy)
+    }
+}
+
 pub fn linear(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>) -> Var {
-    let y = cpu::linear::linear(x.value(), w.value(), b.map(Var::value));
+    let (xv, wv, bv) = (x.value(), w.value(), b.map(Var::value));
+    let y = if xv.is_cuda() {
+        cuda::conv::linear(xv, wv, bv) // a 1x1 convolution on the GPU
+    } else {
+        cpu::linear::linear(xv, wv, bv)
+    };
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
     tape.record("linear", y, &inputs, move |dy, need| {
-        let (dx, dw) = cpu::linear::linear_backward(&xs, &ws, dy, need[0], need[1]);
-        let db = need
-            .get(2)
-            .copied()
-            .unwrap_or(false)
-            .then(|| cpu::sum_rows(dy));
+        let (dx, dw) = if dy.is_cuda() {
+            cuda::conv::linear_backward(&xs, &ws, dy, need[0], need[1])
+        } else {
+            cpu::linear::linear_backward(&xs, &ws, dy, need[0], need[1])
+        };
+        let db = need.get(2).copied().unwrap_or(false).then(|| sum_rows(dy));
         vec![dx, dw, db]
     })
 }
 
 /// Group norm over `groups` channel groups, SiLU after it when `silu`.
 pub fn group_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, groups: usize, silu: bool) -> Var {
-    let (y, stats) = cpu::norm::group_norm(x.value(), gamma.value(), beta.value(), groups, silu);
     let (xs, gs, bs) = (x.shared(), gamma.shared(), beta.shared());
+    if x.value().is_cuda() {
+        let (y, stats) = cuda::norm::group_norm(&xs, &gs, &bs, groups, silu);
+        return tape.record("group_norm", y, &[x, gamma, beta], move |dy, _| {
+            let (dx, dg, db) = cuda::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu);
+            vec![Some(dx), Some(dg), Some(db)]
+        });
+    }
+    let (y, stats) = cpu::norm::group_norm(&xs, &gs, &bs, groups, silu);
     tape.record("group_norm", y, &[x, gamma, beta], move |dy, _| {
         let (dx, dg, db) = cpu::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu);
         vec![Some(dx), Some(dg), Some(db)]
@@ -47,16 +89,14 @@ pub fn group_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, groups: usize, 
 
 pub fn silu(tape: &Tape, x: &Var) -> Var {
     let xs = x.shared();
-    tape.record(
-        "silu",
-        cpu::elementwise::silu(x.value()),
-        &[x],
-        move |dy, _| vec![Some(cpu::elementwise::silu_backward(&xs, dy))],
-    )
+    let y = backend!(xs, elementwise::silu(&xs));
+    tape.record("silu", y, &[x], move |dy, _| {
+        vec![Some(backend!(dy, elementwise::silu_backward(&xs, dy)))]
+    })
 }
 
 pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
-    let y = cpu::elementwise::add(a.value(), b.value());
+    let y = backend!(a.value(), elementwise::add(a.value(), b.value()));
     tape.record("add", y, &[a, b], |dy, need| {
         vec![need[0].then(|| dy.clone()), need[1].then(|| dy.clone())]
     })
@@ -65,10 +105,10 @@ pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
 /// `x * (1 + scale) + shift` per image and channel, `ss = [scale, shift]`
 /// (`[n, 2c]`), or `x + shift` when `ss` is `[n, c]`.
 pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
-    let y = cpu::elementwise::scale_shift(x.value(), ss.value());
     let (xs, sss) = (x.shared(), ss.shared());
+    let y = backend!(xs, elementwise::scale_shift(&xs, &sss));
     tape.record("scale_shift", y, &[x, ss], move |dy, _| {
-        let (dx, dss) = cpu::elementwise::scale_shift_backward(&xs, &sss, dy);
+        let (dx, dss) = backend!(dy, elementwise::scale_shift_backward(&xs, &sss, dy));
         vec![Some(dx), Some(dss)]
     })
 }
@@ -76,36 +116,43 @@ pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
 /// Channel concatenation (the U-Net's skip connections).
 pub fn concat(tape: &Tape, a: &Var, b: &Var) -> Var {
     let ca = a.value().nhwc().3;
-    let y = cpu::elementwise::concat(a.value(), b.value());
+    let y = backend!(a.value(), elementwise::concat(a.value(), b.value()));
     tape.record("concat", y, &[a, b], move |dy, _| {
-        let (da, db) = cpu::elementwise::concat_backward(dy, ca);
+        let (da, db) = backend!(dy, elementwise::concat_backward(dy, ca));
         vec![Some(da), Some(db)]
     })
 }
 
 pub fn upsample2x(tape: &Tape, x: &Var) -> Var {
-    tape.record(
-        "upsample2x",
-        cpu::resample::upsample2x(x.value()),
-        &[x],
-        |dy, _| vec![Some(cpu::resample::upsample2x_backward(dy))],
-    )
+    let y = backend!(x.value(), resample::upsample2x(x.value()));
+    tape.record("upsample2x", y, &[x], |dy, _| {
+        vec![Some(backend!(dy, resample::upsample2x_backward(dy)))]
+    })
 }
 
 pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
-    tape.record(
-        "avgpool2x",
-        cpu::resample::avgpool2x(x.value()),
-        &[x],
-        |dy, _| vec![Some(cpu::resample::avgpool2x_backward(dy))],
-    )
+    let y = backend!(x.value(), resample::avgpool2x(x.value()));
+    tape.record("avgpool2x", y, &[x], |dy, _| {
+        vec![Some(backend!(dy, resample::avgpool2x_backward(dy)))]
+    })
 }
 
 /// Self-attention over pixels; `qkv` is `[n, h, w, 3c]` in ADM's legacy
-/// per-head order, the result `[n, h, w, c]`.
+/// per-head order, the result `[n, h, w, c]`. The CPU keeps the softmax
+/// probabilities for the backward; the GPU (flash attention) keeps the
+/// output and the rows' log-sum-exp and recomputes them.
 pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
-    let (y, probs) = cpu::attention::attention(qkv.value(), head_dim);
     let qs = qkv.shared();
+    if qs.is_cuda() {
+        let (y, lse) = cuda::attention::attention(&qs, head_dim);
+        let out = Rc::new(y);
+        return tape.record("attention", out.clone(), &[qkv], move |dy, _| {
+            vec![Some(cuda::attention::attention_backward(
+                &qs, &out, &lse, dy, head_dim,
+            ))]
+        });
+    }
+    let (y, probs) = cpu::attention::attention(&qs, head_dim);
     tape.record("attention", y, &[qkv], move |dy, _| {
         vec![Some(cpu::attention::attention_backward(
             &qs, &probs, dy, head_dim,
@@ -113,25 +160,72 @@ pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
     })
 }
 
-/// Sinusoidal embedding `[n, dim]` of the time inputs `t` (`[n]`).
-pub fn time_embedding(tape: &Tape, t: &Var, dim: usize) -> Var {
-    let y = cpu::embed::timestep_embedding(t.value(), dim);
+/// Sinusoidal embedding `[n, dim]` of the time inputs `t` (`[n]`, f32),
+/// stored as `dtype` (the network's; the host is always f32).
+pub fn time_embedding(tape: &Tape, t: &Var, dim: usize, dtype: DType) -> Var {
     let ts = t.shared();
+    if ts.is_cuda() {
+        let y = cuda::elementwise::timestep_embedding(&ts, dim, dtype);
+        return tape.record("time_embedding", y, &[t], move |dy, _| {
+            vec![Some(cuda::elementwise::timestep_embedding_backward(
+                &ts, dy,
+            ))]
+        });
+    }
+    let y = cpu::embed::timestep_embedding(&ts, dim);
     tape.record("time_embedding", y, &[t], move |dy, _| {
         vec![Some(cpu::embed::timestep_embedding_backward(&ts, dy))]
     })
 }
 
-/// `mean((pred - target)^2)`, a one-element tensor.
+/// `mean((pred - target)^2)`, a one-element tensor (f32 on either backend).
 pub fn mse(tape: &Tape, pred: &Var, target: &Var) -> Var {
-    let y = cpu::loss::mse(pred.value(), target.value());
     let (ps, ts) = (pred.shared(), target.shared());
+    let y = if ps.is_cuda() {
+        cuda::bridge::mse(&ps, &ts)
+    } else {
+        cpu::loss::mse(&ps, &ts)
+    };
     tape.record("mse", y, &[pred, target], move |dy, need| {
-        let dp = cpu::loss::mse_backward(&ps, &ts, dy.data()[0]);
+        let dp = if dy.is_cuda() {
+            cuda::bridge::mse_backward(&ps, &ts, dy)
+        } else {
+            cpu::loss::mse_backward(&ps, &ts, dy.data()[0])
+        };
         let dt = need[1].then(|| {
-            let neg: Vec<f32> = dp.data().iter().map(|v| -v).collect();
-            Tensor::from_vec(dp.shape(), neg)
+            let mut neg = dp.clone();
+            neg.axpy(-2.0, &dp); // dp - 2 dp = -dp exactly, on either backend
+            neg
         });
         vec![need[0].then_some(dp), dt]
     })
+}
+
+/// The bridge's training input and target for a batch, noise drawn from
+/// (seed, stream): see `cpu::bridge::training_pair`.
+pub fn training_pair(
+    x0: &Tensor,
+    e: &Tensor,
+    per_image: &[(Combo, Combo)],
+    seed: u64,
+    stream: Stream,
+) -> (Tensor, Tensor) {
+    backend!(x0, bridge::training_pair(x0, e, per_image, seed, stream))
+}
+
+/// One sampler step (see `cpu::bridge::posterior_step`); on the GPU the
+/// seed is read from device memory, so a captured graph can be replayed
+/// with another.
+pub fn posterior_step(
+    out: &Tensor,
+    x: &Tensor,
+    e: &Tensor,
+    coeffs: StepCoeffs,
+    seed: Seed,
+    stream: Stream,
+) -> Tensor {
+    match seed {
+        Seed::Host(s) => cpu::bridge::posterior_step(out, x, e, coeffs, s, stream),
+        Seed::Device(cell) => cuda::bridge::posterior_step(out, x, e, coeffs, cell, stream),
+    }
 }

@@ -12,7 +12,11 @@ use rayon::prelude::*;
 pub fn gather_grads(grads: &mut Gradients, leaves: &[Var]) -> Vec<Tensor> {
     leaves
         .iter()
-        .map(|v| grads.take(v).unwrap_or_else(|| Tensor::zeros(v.shape())))
+        .map(|v| {
+            grads
+                .take(v)
+                .unwrap_or_else(|| Tensor::full_as(v.shape(), 0.0, v.value()))
+        })
         .collect()
 }
 

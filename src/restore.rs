@@ -7,14 +7,16 @@
 //! answer.
 
 use crate::bail;
-use crate::bridge::sample::sample;
+use crate::bridge::sample::{sample, CapturedRestore, Seed};
 use crate::bridge::{Bridge, Method};
 use crate::cpu::pad::{crop, pad_reflect};
 use crate::degrade::Task;
+use crate::device::Device;
 use crate::error::Result;
 use crate::nn::{forward_peak_bytes, Unet};
 use crate::tensor::Tensor;
-use crate::train::{infer, load_inference_net, Role};
+use crate::train::{infer, load_inference_net, source_endpoint, Role};
+use std::cell::RefCell;
 use std::path::Path;
 
 /// A mean network checked to be one, for `task`.
@@ -43,6 +45,10 @@ pub struct Restorer {
     pub(crate) net: Unet,
     /// The mean network, for methods that start from M(X1).
     pub(crate) mean: Option<Unet>,
+    device: Device,
+    /// On the GPU: the last restoration captured as a graph (replayed while
+    /// the batch shape and NFE stay the same).
+    captured: RefCell<Option<CapturedRestore>>,
 }
 
 impl Restorer {
@@ -78,13 +84,59 @@ impl Restorer {
         } else {
             None
         };
+        Restorer::from_networks(task, method, state.settings.bridge()?, net, mean)
+    }
+
+    /// A restorer from networks in memory (benchmarks, tests).
+    pub fn from_networks(
+        task: Task,
+        method: Method,
+        bridge: Bridge,
+        net: Unet,
+        mean: Option<Unet>,
+    ) -> Result<Restorer> {
+        if method.uses_mean() != mean.is_some() {
+            bail!(
+                "method {method} {} a mean network",
+                if method.uses_mean() {
+                    "needs"
+                } else {
+                    "takes no"
+                }
+            );
+        }
         Ok(Restorer {
             task,
             method,
-            bridge: state.settings.bridge()?,
+            bridge,
             net,
             mean,
+            device: Device::Cpu,
+            captured: RefCell::new(None),
         })
+    }
+
+    /// Moves the networks to `device` (restorations then run there; inputs
+    /// and outputs stay host tensors).
+    pub fn to_device(mut self, device: Device) -> Result<Restorer> {
+        self.net = self.net.on(device)?;
+        self.mean = self.mean.map(|m| m.on(device)).transpose()?;
+        self.device = device;
+        *self.captured.get_mut() = None;
+        Ok(self)
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Kernel launches in the captured graph a GPU restoration replays
+    /// (None on the CPU, or before the first restoration).
+    pub fn graph_kernels(&self) -> Option<u64> {
+        self.captured
+            .borrow()
+            .as_ref()
+            .map(CapturedRestore::kernels)
     }
 
     pub fn bridge(&self) -> &Bridge {
@@ -95,6 +147,7 @@ impl Restorer {
     pub fn set_threshold(&mut self, d: f64) {
         if let Bridge::Nadb(s) = &mut self.bridge {
             s.threshold = d;
+            *self.captured.get_mut() = None; // the graph holds the old coefficients
         }
     }
 
@@ -221,14 +274,29 @@ impl Restorer {
     pub fn restore(&self, degraded: &Tensor, nfe: usize, seed: u64) -> Result<Tensor> {
         let (_, h, w, _) = degraded.nhwc();
         let x1 = pad_reflect(degraded, self.side_multiple())?;
-        let source = match &self.mean {
-            Some(mean) => infer(mean, &x1, None),
-            None => x1,
+        let out = match self.device {
+            Device::Cpu => self.run(&x1, nfe, Seed::Host(seed))?,
+            Device::Cuda(dtype) => {
+                let mut captured = self.captured.borrow_mut();
+                if !captured.as_ref().is_some_and(|c| c.fits(x1.shape(), nfe)) {
+                    *captured = None; // its buffers go back to the pool first
+                    *captured = Some(CapturedRestore::capture(x1.shape(), dtype, nfe, |x, s| {
+                        self.run(x, nfe, s)
+                    })?);
+                }
+                captured.as_ref().expect("captured above").run(&x1, seed)?
+            }
         };
-        let out = sample(&self.bridge, &source, nfe, seed, |x, t| {
-            infer(&self.net, x, Some(t))
-        })?;
         Ok(crop(&out, 0, 0, h, w))
+    }
+
+    /// The mean network (if any) and the sampling loop, on the backend
+    /// that holds `x1`.
+    fn run(&self, x1: &Tensor, nfe: usize, seed: Seed) -> Result<Tensor> {
+        let source = source_endpoint(self.mean.as_ref(), x1);
+        sample(&self.bridge, &source, nfe, seed, |x, t| {
+            infer(&self.net, x, Some(t))
+        })
     }
 }
 
@@ -240,8 +308,9 @@ fn crop_batch_item(batch: &Tensor, i: usize) -> Tensor {
 }
 
 /// The mean network alone: one forward pass (the paper's "mean" row).
-pub fn mean_estimate(mean: &Unet, degraded: &Tensor) -> Result<Tensor> {
+pub fn mean_estimate(mean: &Unet, degraded: &Tensor, device: Device) -> Result<Tensor> {
     let (_, h, w, _) = degraded.nhwc();
-    let x1 = pad_reflect(degraded, mean.config.side_multiple())?;
-    Ok(crop(&infer(mean, &x1, None), 0, 0, h, w))
+    let x1 = device.put(&pad_reflect(degraded, mean.config.side_multiple())?)?;
+    let e = source_endpoint(Some(mean), &x1).into_host()?;
+    Ok(crop(&e, 0, 0, h, w))
 }

@@ -11,15 +11,16 @@ use crate::autograd::{Tape, Var};
 use crate::bail;
 use crate::bridge::{Bridge, I2sbSchedule, Method, NadbSchedule};
 use crate::checkpoint::{self, Checkpoint, Group, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
-use crate::cpu::bridge::training_pair;
+use crate::cuda::optim::{FlatOptimizer, Hyper};
 use crate::data::{Dataset, Loader};
 use crate::degrade::Task;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::{Unet, UnetConfig};
 use crate::ops;
 use crate::optim::{clip_grad_norm, gather_grads, AdamW, Ema};
 use crate::rng::{uniform_u32, Stream};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,6 +138,18 @@ pub struct Trainer {
     /// Check every op's output and gradient for NaN/infinity (slower).
     pub detect_anomaly: bool,
     mean: Option<Unet>,
+    /// Set by `to_device` for a GPU run: the device copies and the flat
+    /// optimizer that owns the f32 master weights there. `net`, `ema` and
+    /// `opt` are then refreshed from it only when saving.
+    gpu: Option<GpuRun>,
+}
+
+struct GpuRun {
+    opt: FlatOptimizer,
+    /// The network with its working (f32 or bf16) weights on the device.
+    net: Unet,
+    mean: Option<Unet>,
+    device: Device,
 }
 
 /// Loads a frozen network for inference: the EMA weights where the
@@ -188,6 +201,7 @@ impl Trainer {
             deadline: None,
             detect_anomaly: false,
             mean,
+            gpu: None,
         })
     }
 
@@ -230,10 +244,53 @@ impl Trainer {
             deadline: None,
             detect_anomaly: false,
             mean,
+            gpu: None,
         })
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Moves training to `device`: on the GPU the master weights, moments
+    /// and EMA move into one flat optimizer there.
+    pub fn to_device(mut self, device: Device) -> Result<Trainer> {
+        let Device::Cuda(dtype) = device else {
+            return Ok(self);
+        };
+        let master: Vec<Tensor> = self.net.params().iter().map(|p| (**p).clone()).collect();
+        let (opt, working) = FlatOptimizer::new(
+            &master,
+            &self.opt.m,
+            &self.opt.v,
+            &self.ema.weights,
+            dtype,
+            self.opt.steps,
+        )?;
+        self.gpu = Some(GpuRun {
+            opt,
+            net: Unet::from_params(&self.net.config, working)?,
+            mean: self.mean.as_ref().map(|m| m.to_cuda(dtype)).transpose()?,
+            device,
+        });
+        Ok(self)
+    }
+
+    /// Copies the GPU run's weights, moments and EMA back into `net`,
+    /// `ema` and `opt` (before a save).
+    fn sync_from_device(&mut self) -> Result<()> {
+        let Some(gpu) = &self.gpu else {
+            return Ok(());
+        };
+        let (master, m, v, ema) = gpu.opt.to_host()?;
+        for (p, new) in self.net.params_mut().zip(master) {
+            *p = new;
+        }
+        self.opt.m = m;
+        self.opt.v = v;
+        self.opt.steps = self.step;
+        self.ema.weights = ema;
+        Ok(())
+    }
+
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.sync_from_device()?;
         let state = TrainingState {
             settings: self.settings.clone(),
             step: self.step,
@@ -274,21 +331,31 @@ impl Trainer {
         step: u64,
     ) -> Result<(Tensor, Option<Tensor>, Tensor)> {
         let s = &self.settings;
-        let Role::Bridge(method) = s.role else {
-            return Ok((degraded.clone(), None, clean.clone()));
+        if s.role == Role::Mean {
+            // The mean network learns the residual X0 - X1 (see `source_endpoint`).
+            let mut residual = clean.clone();
+            residual.sub_assign(degraded);
+            return Ok((degraded.clone(), None, residual));
+        }
+        let mean = match &self.gpu {
+            Some(g) => g.mean.as_ref(),
+            None => self.mean.as_ref(),
         };
-        let source = match &self.mean {
-            Some(mean) if method.uses_mean() => infer(mean, degraded, None),
-            _ => degraded.clone(),
-        };
+        let source = source_endpoint(mean, degraded);
         let bridge = s.bridge()?;
         let n = clean.shape()[0];
         let coeffs: Vec<_> = (0..n as u64)
             .map(|b| bridge.training_coeffs(uniform_u32(s.seed, Stream::TrainTime(step), b)))
             .collect();
         let pairs: Vec<_> = coeffs.iter().map(|c| (c.xt, c.target)).collect();
-        let (xt, target) = training_pair(clean, &source, &pairs, s.seed, Stream::TrainNoise(step));
+        let noise = Stream::TrainNoise(step);
+        let (xt, target) = ops::training_pair(clean, &source, &pairs, s.seed, noise);
+        // f32 on either backend (bf16 cannot hold t * 1000 exactly).
         let times = Tensor::from_vec(&[n], coeffs.iter().map(|c| c.time_input).collect());
+        let times = match clean.is_cuda() {
+            true => times.to_cuda(DType::F32)?,
+            false => times,
+        };
         Ok((xt, Some(times), target))
     }
 
@@ -296,6 +363,14 @@ impl Trainer {
     /// A non-finite loss or gradient stops here, before the weights change,
     /// with an error naming the step and the op or layer.
     pub fn train_step(&mut self, clean: &Tensor, degraded: &Tensor) -> Result<f32> {
+        let on_device;
+        let (clean, degraded) = match &self.gpu {
+            Some(g) => {
+                on_device = (g.device.put(clean)?, g.device.put(degraded)?);
+                (&on_device.0, &on_device.1)
+            }
+            None => (clean, degraded),
+        };
         let (input, times, target) = self.example(clean, degraded, self.step)?;
         let s = &self.settings;
         let step = self.step + 1;
@@ -304,12 +379,14 @@ impl Trainer {
         } else {
             Tape::new()
         };
-        let params = self.net.bind(&tape);
+        let net = self.gpu.as_ref().map_or(&self.net, |g| &g.net);
+        let params = net.bind(&tape);
         let t = times.map(Var::constant);
         let input = Var::constant(input);
-        let out = self.net.forward(&tape, &params, &input, t.as_ref());
+        let out = net.forward(&tape, &params, &input, t.as_ref());
         let loss = ops::mse(&tape, &out, &Var::constant(target));
-        let loss_value = loss.value().data()[0];
+        // The one host synchronisation of a GPU step.
+        let loss_value = loss.value().to_host()?.data()[0];
         if let Some(a) = tape.anomaly() {
             bail!("step {step}: {a}");
         }
@@ -322,17 +399,29 @@ impl Trainer {
         }
         let mut g = gather_grads(&mut grads, &params);
         drop((params, out, loss, grads, tape));
-        if let Some(i) = g
-            .iter()
-            .position(|t| t.data().iter().any(|v| !v.is_finite()))
-        {
-            bail!(
-                "step {step}: non-finite gradient in layer '{}'",
-                self.net.specs()[i].name
-            );
+        let lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
+        if let Some(gpu) = &mut self.gpu {
+            let hyper = Hyper {
+                lr,
+                beta1: self.opt.beta1,
+                beta2: self.opt.beta2,
+                eps: self.opt.eps,
+                weight_decay: self.opt.weight_decay,
+                clip: s.clip,
+                ema_decay: self.ema.decay,
+            };
+            // false: a non-finite gradient norm; nothing was updated.
+            if !gpu.opt.step(&g, &hyper)? {
+                bail!("step {step}: {}", non_finite_layer(&g, self.net.specs())?);
+            }
+            self.step += 1;
+            return Ok(loss_value);
+        }
+        if !g.iter().all(Tensor::all_finite) {
+            bail!("step {step}: {}", non_finite_layer(&g, self.net.specs())?);
         }
         clip_grad_norm(&mut g, s.clip);
-        self.opt.lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
+        self.opt.lr = lr;
         self.opt.step(self.net.params_mut(), &g);
         self.ema.update(self.net.params().iter().map(|p| &**p));
         self.step += 1;
@@ -412,11 +501,40 @@ fn load_mean(settings: &RunSettings) -> Result<Option<Unet>> {
     }
 }
 
+/// Names the first parameter whose gradient holds a NaN or infinity.
+fn non_finite_layer(grads: &[Tensor], specs: &[crate::nn::ParamSpec]) -> Result<String> {
+    for (g, spec) in grads.iter().zip(specs) {
+        if !g.to_host()?.all_finite() {
+            return Ok(format!("non-finite gradient in layer '{}'", spec.name));
+        }
+    }
+    Ok("non-finite gradient norm".into())
+}
+
+/// The bridge's source endpoint E for degraded images X1: the mean
+/// estimate `M(X1) = X1 + U(X1)` when there is a mean network, else X1.
+/// The mean network's U-Net predicts the residual, so an untrained one
+/// (zero output layer) starts at the identity instead of at zero.
+pub fn source_endpoint(mean: Option<&Unet>, degraded: &Tensor) -> Tensor {
+    let mut out = degraded.clone();
+    if let Some(mean) = mean {
+        out.add_assign(&infer(mean, degraded, None));
+    }
+    out
+}
+
 /// One no-grad forward pass.
 pub fn infer(net: &Unet, x: &Tensor, time_input: Option<f32>) -> Tensor {
     let tape = Tape::no_grad();
     let n = x.shape()[0];
-    let t = time_input.map(|t| Var::constant(Tensor::full(&[n], t)));
+    // f32 on either backend: t * 1000 up to 1000 does not survive bf16's
+    // 8-bit mantissa. A fill, not an upload, so a graph can capture it.
+    let t = time_input.map(|t| {
+        Var::constant(match x.is_cuda() {
+            true => Tensor::full_cuda(&[n], t, DType::F32),
+            false => Tensor::full(&[n], t),
+        })
+    });
     let params = net.bind(&tape);
     net.forward(&tape, &params, &Var::constant(x.clone()), t.as_ref())
         .into_tensor()

@@ -2,7 +2,7 @@
 //! and I2SB marginals and the three posteriors' means and variances,
 //! measured over two million draws each.
 
-use nadb::bridge::sample::sample;
+use nadb::bridge::sample::{sample, Seed};
 use nadb::bridge::{Bridge, I2sbSchedule, Method, NadbSchedule};
 use nadb::cpu::bridge::{posterior_step, training_pair, StepCoeffs};
 use nadb::rng::{fill_normal, normal, philox4x32_10, Stream};
@@ -251,7 +251,7 @@ fn samplers_with_an_oracle_network_return_the_clean_image() {
     let e = Tensor::from_vec(&[1, 2, 2, 1], vec![-0.1, 0.3, 0.9, -0.7]);
     let s = NadbSchedule::default();
     for nfe in [1, 5, 10] {
-        let out = sample(&Bridge::Nadb(s), &e, nfe, 9, |x, time| {
+        let out = sample(&Bridge::Nadb(s), &e, nfe, Seed::Host(9), |x, time| {
             let at = s.a(time as f64 / 1000.0);
             let d: Vec<f32> = x
                 .data()
@@ -265,17 +265,23 @@ fn samplers_with_an_oracle_network_return_the_clean_image() {
         assert!(out.max_abs_diff(&x0) < 1e-5, "NADB NFE {nfe}");
     }
     let i2sb = I2sbSchedule::new(0.3);
-    let out = sample(&Bridge::I2sb(i2sb.clone()), &e, 10, 9, |x, time| {
-        let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
-        let sf = i2sb.std_fwd[n];
-        let d: Vec<f32> = x
-            .data()
-            .iter()
-            .zip(x0.data())
-            .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
-            .collect();
-        Tensor::from_vec(x.shape(), d)
-    })
+    let out = sample(
+        &Bridge::I2sb(i2sb.clone()),
+        &e,
+        10,
+        Seed::Host(9),
+        |x, time| {
+            let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
+            let sf = i2sb.std_fwd[n];
+            let d: Vec<f32> = x
+                .data()
+                .iter()
+                .zip(x0.data())
+                .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
+                .collect();
+            Tensor::from_vec(x.shape(), d)
+        },
+    )
     .unwrap();
     // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
     assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB");

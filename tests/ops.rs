@@ -7,6 +7,7 @@ use common::{check_grads, randn, rng};
 use nadb::cpu::gemm::{matmul, matmul_reference, Mat};
 use nadb::cpu::{attention, conv, linear};
 use nadb::ops;
+use nadb::tensor::DType;
 use nadb::Tensor;
 
 fn assert_close(name: &str, a: &Tensor, b: &Tensor, tol: f32) {
@@ -245,7 +246,7 @@ fn time_embedding_values_and_gradient() {
     assert!((e.data()[8 + 5] - (50.0f64).sin() as f32).abs() < 1e-5);
     let small = Tensor::from_vec(&[3], vec![0.3, 1.7, -0.4]);
     check_grads("time embedding", vec![small], 3, 1e-4, |t, v| {
-        ops::time_embedding(t, &v[0], 8)
+        ops::time_embedding(t, &v[0], 8, DType::F32)
     });
 }
 

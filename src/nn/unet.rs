@@ -12,9 +12,10 @@
 use super::config::UnetConfig;
 use crate::autograd::{Tape, Var};
 use crate::bail;
+use crate::device::Device;
 use crate::error::Result;
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::rc::Rc;
@@ -609,6 +610,24 @@ impl Unet {
         &self.specs
     }
 
+    /// The network with its weights on `device`.
+    pub fn on(self, device: Device) -> Result<Unet> {
+        match device {
+            Device::Cpu => Ok(self),
+            Device::Cuda(dtype) => self.to_cuda(dtype),
+        }
+    }
+
+    /// A copy with its weights on the GPU, stored as `dtype`.
+    pub fn to_cuda(&self, dtype: DType) -> Result<Unet> {
+        let params = self
+            .params
+            .iter()
+            .map(|p| p.to_cuda(dtype))
+            .collect::<Result<Vec<_>>>()?;
+        Unet::from_params(&self.config, params)
+    }
+
     pub fn params(&self) -> &[Rc<Tensor>] {
         &self.params
     }
@@ -653,7 +672,8 @@ impl Unet {
         };
         let emb = match (&a.time_embed, t) {
             (Some((l0, l2)), Some(t)) => {
-                let e = ops::time_embedding(tape, t, self.config.base_channels);
+                // Computed from f32 t, stored as the activations' type.
+                let e = ops::time_embedding(tape, t, self.config.base_channels, x.value().dtype());
                 let e = ops::silu(tape, &l0.forward(&ctx, &e));
                 Some(ops::silu(tape, &l2.forward(&ctx, &e)))
             }

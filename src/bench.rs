@@ -1,0 +1,147 @@
+//! `nadb bench`: end-to-end figures on one device, with random weights of
+//! a named configuration (speed does not depend on what the weights say):
+//!
+//! - restoration latency at batch 1 (mean network + NADB sampler; on the
+//!   GPU one graph replay per image) for each NFE,
+//! - restoration throughput at a larger batch,
+//! - training throughput (forward + backward + AdamW + EMA), images/s.
+//!
+//! Each figure is the median of `iters` timed runs after one warm-up run
+//! (which on the GPU includes capturing the graph).
+
+use crate::bridge::Method;
+use crate::degrade::Task;
+use crate::device::Device;
+use crate::error::Result;
+use crate::nn::{forward_flops, Unet, UnetConfig};
+use crate::restore::Restorer;
+use crate::tensor::Tensor;
+use crate::train::{Role, RunSettings, Trainer};
+use std::time::Instant;
+
+pub struct BenchPlan {
+    pub config: UnetConfig,
+    /// Side of the restored images.
+    pub size: usize,
+    pub nfes: Vec<usize>,
+    /// Batch of the throughput run (NFE = the last of `nfes`).
+    pub batch: usize,
+    pub train_batch: usize,
+    pub train_size: usize,
+    pub iters: usize,
+    pub device: Device,
+}
+
+/// One measured figure.
+pub struct Figure {
+    pub what: String,
+    pub median_seconds: f64,
+    /// Images per second at that median.
+    pub images_per_second: f64,
+    /// Network FLOPs per second (forward FLOPs; training counts 3x).
+    pub tflops: f64,
+}
+
+/// Median wall time of `iters` runs of `f` after one warm-up, waiting for
+/// the device after each.
+fn median_time(iters: usize, device: Device, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let start = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Uniform noise in [-1, 1]: a stand-in image batch.
+fn noise_images(n: usize, side: usize, seed: u64) -> Tensor {
+    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let data = (0..n * side * side * 3)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(&[n, side, side, 3], data)
+}
+
+pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
+    let task = Task::Jpeg10;
+    let method = Method::Nadb;
+    let bridge = RunSettings::new(Role::Bridge(method), task).bridge()?;
+    let net = Unet::new(&plan.config, 1)?;
+    let mean = Unet::new(&plan.config.without_time(), 2)?;
+    let restorer =
+        Restorer::from_networks(task, method, bridge, net, Some(mean))?.to_device(plan.device)?;
+    let flops = |n: usize, side: usize| -> Result<f64> {
+        Ok(forward_flops(&plan.config, n, side, side)? as f64)
+    };
+    let mut figures = Vec::new();
+    let restore_figure = |n: usize, nfe: usize| -> Result<Figure> {
+        let images = noise_images(n, plan.size, 3);
+        let secs = median_time(plan.iters, plan.device, || {
+            restorer.restore(&images, nfe, 0).map(drop)
+        })?;
+        let work = flops(n, plan.size)? * (nfe + 1) as f64;
+        Ok(Figure {
+            what: format!(
+                "restore {0}x{0} batch {n} NFE {nfe} ({1}, mean + nadb)",
+                plan.size, plan.config.name
+            ),
+            median_seconds: secs,
+            images_per_second: n as f64 / secs,
+            tflops: work / secs / 1e12,
+        })
+    };
+    for &nfe in &plan.nfes {
+        figures.push(restore_figure(1, nfe)?);
+    }
+    if plan.batch > 1 {
+        let nfe = *plan.nfes.last().unwrap_or(&10);
+        figures.push(restore_figure(plan.batch, nfe)?);
+    }
+    let settings = RunSettings {
+        batch: plan.train_batch,
+        crop: plan.train_size,
+        ..RunSettings::new(Role::Bridge(Method::NadbNoMean), task)
+    };
+    let mut trainer = Trainer::new(settings, &plan.config)?.to_device(plan.device)?;
+    let clean = noise_images(plan.train_batch, plan.train_size, 4);
+    let degraded = noise_images(plan.train_batch, plan.train_size, 5);
+    let secs = median_time(plan.iters, plan.device, || {
+        trainer.train_step(&clean, &degraded).map(drop)
+    })?;
+    figures.push(Figure {
+        what: format!(
+            "train step {0}x{0} batch {1} ({2}, nadb-nomean)",
+            plan.train_size, plan.train_batch, plan.config.name
+        ),
+        median_seconds: secs,
+        images_per_second: plan.train_batch as f64 / secs,
+        tflops: 3.0 * flops(plan.train_batch, plan.train_size)? / secs / 1e12,
+    });
+    Ok(figures)
+}
+
+pub fn markdown(device_line: &str, figures: &[Figure]) -> String {
+    let mut s = format!(
+        "{device_line}\n\n| what | median ms | images/s | network TFLOP/s |\n| --- | --- | --- | --- |\n"
+    );
+    for f in figures {
+        s += &format!(
+            "| {} | {:.3} | {:.2} | {:.3} |\n",
+            f.what,
+            f.median_seconds * 1e3,
+            f.images_per_second,
+            f.tflops
+        );
+    }
+    s
+}

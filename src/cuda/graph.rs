@@ -1,0 +1,72 @@
+//! CUDA graphs: record what a closure enqueues on the stream once, replay
+//! it with one launch. The sampler (`bridge::sample`) captures its whole
+//! loop, every network evaluation and posterior step, as one graph.
+//!
+//! Rules for a captured body: its inputs and outputs are allocated before
+//! the capture (the graph reads and writes those addresses on every
+//! replay); everything it allocates inside is dropped by its end (the pool
+//! hands those buffers to the graph, see `memory`); it never waits for the
+//! device. Run the body once uncaptured first, so the kernels are loaded
+//! and the pool holds buffers of every size it needs.
+
+use super::{opened, Gpu};
+use crate::error::{Error, Result};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
+
+pub struct Graph {
+    graph: CudaGraph,
+    /// The pool buffers the captured work uses, held until the graph drops.
+    buffers: Vec<(u64, usize)>,
+    /// Kernel launches recorded in the graph (each replay runs them all).
+    pub kernels: u64,
+}
+
+impl Graph {
+    /// Captures the work `body` enqueues.
+    pub fn capture(body: impl FnOnce()) -> Result<Graph> {
+        let gpu = opened();
+        gpu.check()?;
+        let launches_before = gpu.launches();
+        gpu.pool.begin_capture();
+        let begin = gpu
+            .stream()
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED);
+        if let Err(e) = begin {
+            gpu.pool.end_capture().ok();
+            return Err(Error(format!("CUDA graph capture: {e:?}")));
+        }
+        body();
+        let graph = gpu.stream().end_capture(CUgraphInstantiate_flags(0));
+        let buffers = gpu.pool.end_capture();
+        gpu.check()?;
+        let graph = match graph {
+            Ok(Some(g)) => g,
+            Ok(None) => return Err(Error("CUDA graph capture recorded nothing".into())),
+            Err(e) => return Err(Error(format!("CUDA graph capture: {e:?}"))),
+        };
+        let buffers = buffers.map_err(|e| Error(format!("CUDA graph capture: {e}")))?;
+        Ok(Graph {
+            graph,
+            buffers,
+            kernels: gpu.launches() - launches_before,
+        })
+    }
+
+    /// Replays the captured work (asynchronously, one launch).
+    pub fn launch(&self) -> Result<()> {
+        let gpu: &Gpu = opened();
+        gpu.check()?;
+        self.graph
+            .launch()
+            .map_err(|e| Error(format!("CUDA graph launch: {e:?}")))?;
+        gpu.count_graph_launch();
+        Ok(())
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        opened().pool.unpin(&self.buffers);
+    }
+}

@@ -1,0 +1,188 @@
+//! The caching allocator: device buffers are kept on a free list by size
+//! when dropped and handed out again, so a training step or a sampling
+//! loop allocates from the driver only the first time it runs (the
+//! "allocate once" rule; `fresh_allocations` lets tests check it).
+//!
+//! Graph capture (see `graph`): every buffer handed out while a capture is
+//! open is recorded, and when the capture ends the graph takes them over
+//! (takes them off the free list): a replay writes into exactly those
+//! addresses, so no one else may get them until the graph is dropped.
+
+use super::opened;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Sizes are rounded up to this, so near sizes share a free list.
+const GRANULE: usize = 512;
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<usize, Vec<u64>>,
+    in_use_bytes: usize,
+    cached_bytes: usize,
+    peak_in_use_bytes: usize,
+    fresh_allocations: u64,
+    /// Buffers handed out during the open capture, if one is open.
+    capturing: Option<Vec<(u64, usize)>>,
+}
+
+pub struct Pool {
+    state: Mutex<PoolState>,
+}
+
+/// A device allocation of at least `bytes`; returned to the pool on drop.
+#[derive(Debug)]
+pub struct DeviceBuffer {
+    ptr: u64,
+    bytes: usize,
+}
+
+impl DeviceBuffer {
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        if self.ptr != 0 {
+            opened().pool.release(self.ptr, self.bytes);
+        }
+    }
+}
+
+/// Memory figures of the pool, in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    pub in_use: usize,
+    pub cached: usize,
+    pub peak_in_use: usize,
+    pub fresh_allocations: u64,
+}
+
+impl Pool {
+    pub(crate) fn new() -> Pool {
+        Pool {
+            state: Mutex::new(PoolState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().expect("pool lock")
+    }
+
+    /// A buffer of `bytes` (uninitialised). On failure the GPU's sticky
+    /// error is set and a null buffer returned: launches are skipped from
+    /// then on, and the caller's next check reports it.
+    pub fn alloc(&self, bytes: usize) -> DeviceBuffer {
+        let gpu = opened();
+        let bytes = bytes.max(1).div_ceil(GRANULE) * GRANULE;
+        let mut s = self.lock();
+        let ptr = match s.free.get_mut(&bytes).and_then(Vec::pop) {
+            Some(p) => {
+                s.cached_bytes -= bytes;
+                p
+            }
+            None => {
+                if gpu.has_failed() {
+                    return DeviceBuffer { ptr: 0, bytes };
+                }
+                let _ = gpu.context().bind_to_thread();
+                let mut fresh = unsafe { cudarc::driver::result::malloc_sync(bytes) };
+                if fresh.is_err() {
+                    // Give the cached buffers back to the driver and retry.
+                    Self::release_cached(&mut s);
+                    fresh = unsafe { cudarc::driver::result::malloc_sync(bytes) };
+                }
+                match fresh {
+                    Ok(p) => {
+                        s.fresh_allocations += 1;
+                        p
+                    }
+                    Err(e) => {
+                        let in_use = s.in_use_bytes;
+                        drop(s);
+                        gpu.fail(format!(
+                            "out of memory: allocating {:.1} MiB with {:.1} MiB in use ({e:?})",
+                            bytes as f64 / 1048576.0,
+                            in_use as f64 / 1048576.0
+                        ));
+                        return DeviceBuffer { ptr: 0, bytes };
+                    }
+                }
+            }
+        };
+        s.in_use_bytes += bytes;
+        s.peak_in_use_bytes = s.peak_in_use_bytes.max(s.in_use_bytes);
+        if let Some(list) = &mut s.capturing {
+            list.push((ptr, bytes));
+        }
+        DeviceBuffer { ptr, bytes }
+    }
+
+    fn release(&self, ptr: u64, bytes: usize) {
+        let mut s = self.lock();
+        s.in_use_bytes -= bytes;
+        s.cached_bytes += bytes;
+        s.free.entry(bytes).or_default().push(ptr);
+    }
+
+    fn release_cached(s: &mut PoolState) {
+        for (bytes, ptrs) in s.free.drain() {
+            for p in ptrs {
+                // Best effort: a failed free leaves the memory to the driver.
+                let _ = unsafe { cudarc::driver::result::free_sync(p) };
+                s.cached_bytes -= bytes;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.lock();
+        PoolStats {
+            in_use: s.in_use_bytes,
+            cached: s.cached_bytes,
+            peak_in_use: s.peak_in_use_bytes,
+            fresh_allocations: s.fresh_allocations,
+        }
+    }
+
+    /// Starts recording the buffers handed out (a graph capture opens).
+    pub(crate) fn begin_capture(&self) {
+        self.lock().capturing = Some(Vec::new());
+    }
+
+    /// Ends the recording and pins what it saw: the returned buffers belong
+    /// to the graph until `unpin`. Every one of them must be free by now
+    /// (the graph's inputs and outputs are allocated before the capture).
+    pub(crate) fn end_capture(&self) -> Result<Vec<(u64, usize)>, String> {
+        let mut s = self.lock();
+        let mut seen = s.capturing.take().unwrap_or_default();
+        seen.sort_unstable();
+        seen.dedup();
+        for &(ptr, bytes) in &seen {
+            let list = s.free.entry(bytes).or_default();
+            let Some(i) = list.iter().position(|&p| p == ptr) else {
+                return Err(format!(
+                    "a buffer of {bytes} B allocated inside the captured region outlives it"
+                ));
+            };
+            list.swap_remove(i);
+            s.cached_bytes -= bytes;
+        }
+        Ok(seen)
+    }
+
+    /// Returns a dropped graph's buffers to the free list.
+    pub(crate) fn unpin(&self, buffers: &[(u64, usize)]) {
+        let mut s = self.lock();
+        for &(ptr, bytes) in buffers {
+            s.cached_bytes += bytes;
+            s.free.entry(bytes).or_default().push(ptr);
+        }
+    }
+}
