@@ -16,9 +16,10 @@ use crate::atomic::write_atomic;
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::nn::{ParamSpec, Unet, UnetConfig};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,8 +38,11 @@ pub struct Group<'a> {
     pub tensors: Vec<&'a Tensor>,
 }
 
-/// Writes `groups` (each in `specs` order) with the config and optional
-/// training state, atomically.
+/// A tensor's name, shape and stored bytes, before serialisation.
+type StoredTensor<'a> = (String, &'a [usize], Cow<'a, [u8]>);
+
+/// Writes `groups` (each in `specs` order, f32) with the config and
+/// optional training state, atomically.
 pub fn save(
     path: &Path,
     config: &UnetConfig,
@@ -46,16 +50,45 @@ pub fn save(
     groups: &[Group],
     training: Option<&str>,
 ) -> Result<()> {
-    let mut views = Vec::new();
+    save_as(path, config, specs, groups, training, DType::F32)
+}
+
+/// `save`, with every tensor stored as `dtype` (bf16 halves shipped
+/// weights; loading widens them back to f32).
+pub fn save_as(
+    path: &Path,
+    config: &UnetConfig,
+    specs: &[ParamSpec],
+    groups: &[Group],
+    training: Option<&str>,
+    dtype: DType,
+) -> Result<()> {
+    let mut stored: Vec<StoredTensor> = Vec::new();
     for g in groups {
         assert_eq!(g.tensors.len(), specs.len(), "group '{}' size", g.prefix);
         for (spec, t) in specs.iter().zip(&g.tensors) {
             assert_eq!(spec.shape, t.shape(), "tensor {} shape", spec.name);
-            let bytes: &[u8] = bytemuck::cast_slice(t.data());
-            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), bytes)
-                .map_err(|e| Error(format!("{}: {e:?}", spec.name)))?;
-            views.push((format!("{}{}", g.prefix, spec.name), view));
+            let bytes = match dtype {
+                DType::F32 => Cow::Borrowed(bytemuck::cast_slice(t.data())),
+                DType::Bf16 => Cow::Owned(
+                    t.data()
+                        .iter()
+                        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                        .collect(),
+                ),
+            };
+            stored.push((format!("{}{}", g.prefix, spec.name), t.shape(), bytes));
         }
+    }
+    let stored_dtype = match dtype {
+        DType::F32 => Dtype::F32,
+        DType::Bf16 => Dtype::BF16,
+    };
+    let mut views = Vec::with_capacity(stored.len());
+    for (name, shape, bytes) in &stored {
+        let view = TensorView::new(stored_dtype, shape.to_vec(), bytes)
+            .map_err(|e| Error(format!("{name}: {e:?}")))?;
+        views.push((name.clone(), view));
     }
     let mut meta = HashMap::new();
     let config_json = serde_json::to_string(config).expect("config serialises");

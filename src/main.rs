@@ -56,9 +56,25 @@ enum Command {
     Eval(EvalArgs),
     /// Variance ratio and cosine of prediction vs label against t (CSV + PNG).
     Diagnose(DiagnoseArgs),
+    /// Write a checkpoint's EMA weights alone, as bf16 (the shipped form).
+    Export(ExportArgs),
     /// Restoration latency and throughput and training images/s on the
     /// selected device, with random weights of a configuration.
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A training checkpoint (nadb train / train-mean).
+    checkpoint: PathBuf,
+    #[arg(short, long)]
+    out: PathBuf,
+    /// The mean network's path to record in a bridge's file.
+    #[arg(long)]
+    mean_checkpoint: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -734,6 +750,19 @@ fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()
     Ok(())
 }
 
+fn export_cmd(a: ExportArgs) -> Result<()> {
+    if a.out.exists() && !a.force {
+        bail!(
+            "{}: already exists (pass --force to replace it)",
+            a.out.display()
+        );
+    }
+    nadb::train::export_weights(&a.checkpoint, &a.out, a.mean_checkpoint.as_deref())?;
+    let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    eprintln!("wrote {} ({:.1} MB)", a.out.display(), bytes as f64 / 1e6);
+    Ok(())
+}
+
 fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
     eprintln!("{device_line}");
     let plan = nadb::bench::BenchPlan {
@@ -757,7 +786,10 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let needs_device = !matches!(cli.command, Command::Info(_) | Command::Degrade(_));
+    let needs_device = !matches!(
+        cli.command,
+        Command::Info(_) | Command::Degrade(_) | Command::Export(_)
+    );
     // Each command prints `device_line` (which device `--device` took, and
     // why) once its inputs are checked, so a bad input stays one line.
     let selected = needs_device.then(|| Device::select(cli.device, cli.precision));
@@ -792,6 +824,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => restore_cmd(a, device, &device_line),
         Command::Eval(a) => eval_cmd(a, device, &device_line),
         Command::Diagnose(a) => diagnose_cmd(a, device, &device_line),
+        Command::Export(a) => export_cmd(a),
         Command::Bench(a) => bench_cmd(a, device, &device_line),
     };
     match result {

@@ -176,6 +176,36 @@ pub fn load_inference_net(path: &Path) -> Result<(Unet, Option<TrainingState>)> 
     Ok((ck.load_unet(prefix)?, state))
 }
 
+/// The shipped form of a training checkpoint: its EMA weights alone,
+/// stored as bf16, with the run's settings (task, role, schedule) so that
+/// `restore` knows what it holds. `mean_checkpoint` replaces the mean
+/// network's path the run recorded (shipped files refer to each other).
+pub fn export_weights(src: &Path, out: &Path, mean_checkpoint: Option<&Path>) -> Result<()> {
+    let (net, state) = load_inference_net(src)?;
+    let Some(mut state) = state else {
+        bail!(
+            "checkpoint {}: weights only, no training state: its task is unknown",
+            src.display()
+        );
+    };
+    if let Some(m) = mean_checkpoint {
+        state.settings.mean_checkpoint = Some(m.to_path_buf());
+    }
+    let json = serde_json::to_string(&state).expect("settings serialise");
+    let group = Group {
+        prefix: "",
+        tensors: net.params().iter().map(|p| &**p).collect(),
+    };
+    checkpoint::save_as(
+        out,
+        &net.config,
+        net.specs(),
+        &[group],
+        Some(&json),
+        DType::Bf16,
+    )
+}
+
 impl Trainer {
     /// A fresh run. A bridge whose method uses the mean network needs
     /// `settings.mean_checkpoint`.

@@ -201,3 +201,55 @@ fn info_reports_named_configs() {
     let (ok, _, err) = nadb(&["info", "--config", "huge"]);
     assert!(!ok && err.contains("unknown config 'huge'"), "{err}");
 }
+
+/// `nadb export`: a training checkpoint becomes its EMA weights alone in
+/// bf16 (half the size of one f32 group), keeps the run's settings with the
+/// mean network's path replaced, refuses to overwrite, and restores.
+#[test]
+fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
+    use nadb::bridge::Method;
+    use nadb::degrade::Task;
+    use nadb::train::{load_inference_net, Role, RunSettings, Trainer};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("run.safetensors");
+    let out = dir.path().join("shipped.safetensors");
+    let settings = RunSettings::new(Role::Bridge(Method::NadbNoMean), Task::Sr4Pool);
+    let mut t = Trainer::new(settings, &UnetConfig::named("tiny").unwrap()).unwrap();
+    for (i, w) in t.ema.weights.iter_mut().enumerate() {
+        for (j, v) in w.data_mut().iter_mut().enumerate() {
+            *v = ((i * 31 + j * 7) % 97) as f32 / 97.0 - 0.5;
+        }
+    }
+    t.save(&src).unwrap();
+    let (ok, _, err) = nadb(&[
+        "export",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mean-checkpoint",
+        "weights/sr4-pool-mean.safetensors",
+    ]);
+    assert!(ok, "{err}");
+    let (net, state) = load_inference_net(&out).unwrap();
+    let state = state.unwrap();
+    assert_eq!(
+        state.settings.mean_checkpoint.as_deref(),
+        Some(Path::new("weights/sr4-pool-mean.safetensors"))
+    );
+    assert_eq!(state.settings.role, Role::Bridge(Method::NadbNoMean));
+    for (p, e) in net.params().iter().zip(&t.ema.weights) {
+        let err = p.max_abs_diff(e);
+        assert!(
+            err <= 0.5 / 128.0,
+            "bf16 round trip moved a weight by {err}"
+        );
+    }
+    let f32_group: u64 = t.ema.weights.iter().map(|w| 4 * w.numel() as u64).sum();
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        size < f32_group * 6 / 10,
+        "{size} bytes for {f32_group} bytes of f32"
+    );
+    let (ok, _, err) = nadb(&["export", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+}
