@@ -62,6 +62,8 @@ pub struct Gpu {
     failed: AtomicBool,
     launches: AtomicU64,
     graph_launches: AtomicU64,
+    /// Dynamic shared memory a block may opt in to.
+    max_shared_bytes: u32,
     /// Device name, compute capability, memory.
     pub description: String,
 }
@@ -120,12 +122,15 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let total = ctx.total_mem().unwrap_or(0);
+        let optin = cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
+        let max_shared_bytes = ctx.attribute(optin).map_err(|e| format!("{e:?}"))? as u32;
         Ok(Gpu {
             description: format!(
                 "{name} (sm_{major}{minor}, {:.1} GiB)",
                 total as f64 / (1u64 << 30) as f64
             ),
             pool: memory::Pool::new(),
+            max_shared_bytes,
             ctx,
             stream,
             modules,
@@ -244,6 +249,16 @@ impl Gpu {
             .iter()
             .find_map(|(_, m)| m.load_function(name).ok())
             .ok_or_else(|| format!("no kernel named {name} in this build"))?;
+        // Allow every kernel the device's whole opt-in shared memory once,
+        // here, rather than per launch (which a graph capture would see).
+        // (Static plus dynamic may not pass the opt-in limit.)
+        use cudarc::driver::sys::CUfunction_attribute as A;
+        let fixed = f
+            .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(|e| format!("{name}: {e:?}"))?;
+        let dynamic = self.max_shared_bytes as i32 - fixed;
+        f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+            .map_err(|e| format!("{name}: shared memory limit {dynamic} B: {e:?}"))?;
         cache.insert(name.to_string(), f.clone());
         Ok(f)
     }
@@ -278,11 +293,12 @@ impl Gpu {
             Ok(f) => f,
             Err(e) => return self.fail(e),
         };
-        if shared_mem_bytes > 48 * 1024 {
-            let attr = cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-            if let Err(e) = func.set_attribute(attr, shared_mem_bytes as i32) {
-                return self.fail(format!("{name}: shared memory {shared_mem_bytes} B: {e:?}"));
-            }
+        if shared_mem_bytes > self.max_shared_bytes {
+            // (The driver would refuse the launch; say why.)
+            return self.fail(format!(
+                "{name}: asks for {shared_mem_bytes} B of shared memory, the device has {}",
+                self.max_shared_bytes
+            ));
         }
         let mut builder = self.stream.launch_builder(&func);
         for a in args {
