@@ -128,6 +128,51 @@ fn describe(e: &SafeTensorError) -> String {
     }
 }
 
+/// Named f32 tensors from a plain safetensors file (not a checkpoint:
+/// inputs and outputs of `nadb forward`); a missing name reads as None.
+pub fn read_tensors(path: &Path, names: &[&str]) -> Result<Vec<Option<Tensor>>> {
+    let p = path.display();
+    let bytes = std::fs::read(path).map_err(|e| Error(format!("{p}: cannot read: {e}")))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| Error(format!("{p}: {}", describe(&e))))?;
+    names
+        .iter()
+        .map(|&name| {
+            let Ok(view) = st.tensor(name) else {
+                return Ok(None);
+            };
+            if view.dtype() != Dtype::F32 {
+                bail!("{p}: tensor '{name}' is {:?}, expected F32", view.dtype());
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Ok(Some(Tensor::from_vec(view.shape(), data)))
+        })
+        .collect()
+}
+
+/// Writes named f32 tensors as a plain safetensors file, atomically.
+pub fn write_tensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            TensorView::new(
+                Dtype::F32,
+                t.shape().to_vec(),
+                bytemuck::cast_slice(t.data()),
+            )
+            .map(|v| (name.to_string(), v))
+            .map_err(|e| Error(format!("{name}: {e:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(views, &None)
+        .map_err(|e| Error(format!("{}: cannot serialise: {e:?}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let p = path.display();

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nadb::atomic::write_atomic;
 use nadb::bridge::Method;
-use nadb::checkpoint::{Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
+use nadb::checkpoint::{self, Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
 use nadb::data::Dataset;
 use nadb::degrade::{degrade, Task};
 use nadb::device::{Device, DeviceChoice, Precision};
@@ -56,11 +56,29 @@ enum Command {
     Eval(EvalArgs),
     /// Variance ratio and cosine of prediction vs label against t (CSV + PNG).
     Diagnose(DiagnoseArgs),
+    /// Run a network once on tensors from a safetensors file (x: [n, h, w,
+    /// 3], t: [n] time inputs for a bridge) and write its output y: for
+    /// profiling and for comparing with other implementations.
+    Forward(ForwardArgs),
     /// Write a checkpoint's EMA weights alone, as bf16 (the shipped form).
     Export(ExportArgs),
     /// Restoration latency and throughput and training images/s on the
     /// selected device, with random weights of a configuration.
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// The network (its EMA weights when it has them, as restore uses).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// safetensors with "x" (f32 [n, h, w, 3], sides a multiple of the
+    /// network's) and, for a bridge, "t" (f32 [n]).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write "y" (f32 [n, h, w, 3]).
+    #[arg(short, long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -750,6 +768,41 @@ fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()
     Ok(())
 }
 
+fn forward_cmd(a: ForwardArgs, device: Device, device_line: &str) -> Result<()> {
+    let (net, _) = nadb::train::load_inference_net(&a.checkpoint)?;
+    let [x, t] = <[Option<Tensor>; 2]>::try_from(checkpoint::read_tensors(&a.input, &["x", "t"])?)
+        .expect("two names asked");
+    let input = a.input.display();
+    let Some(x) = x else {
+        bail!("{input}: no tensor 'x'");
+    };
+    let c = net.config.in_channels;
+    let m = net.config.side_multiple();
+    match x.shape() {
+        &[_, h, w, ch] if ch == c && h % m == 0 && w % m == 0 => {}
+        other => {
+            bail!("{input}: 'x' is {other:?}; expected [n, h, w, {c}] with sides a multiple of {m}")
+        }
+    }
+    let n = x.shape()[0];
+    let t = match (net.config.time_input, t) {
+        (true, Some(t)) if t.shape() == [n] => Some(t),
+        (true, _) => bail!("{input}: a bridge network needs 't', f32 [{n}]"),
+        (false, _) => None,
+    };
+    eprintln!("{device_line}");
+    let net = net.on(device)?;
+    let x = device.put(&x)?;
+    let t = match (device, t) {
+        (Device::Cuda(_), Some(t)) => Some(t.to_cuda(nadb::tensor::DType::F32)?),
+        (_, t) => t,
+    };
+    let y = nadb::train::infer_at(&net, &x, t).into_host()?;
+    checkpoint::write_tensors(&a.out, &[("y", &y)])?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn export_cmd(a: ExportArgs) -> Result<()> {
     if a.out.exists() && !a.force {
         bail!(
@@ -824,6 +877,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => restore_cmd(a, device, &device_line),
         Command::Eval(a) => eval_cmd(a, device, &device_line),
         Command::Diagnose(a) => diagnose_cmd(a, device, &device_line),
+        Command::Forward(a) => forward_cmd(a, device, &device_line),
         Command::Export(a) => export_cmd(a),
         Command::Bench(a) => bench_cmd(a, device, &device_line),
     };

@@ -555,17 +555,22 @@ pub fn source_endpoint(mean: Option<&Unet>, degraded: &Tensor) -> Tensor {
 
 /// One no-grad forward pass.
 pub fn infer(net: &Unet, x: &Tensor, time_input: Option<f32>) -> Tensor {
-    let tape = Tape::no_grad();
     let n = x.shape()[0];
     // f32 on either backend: t * 1000 up to 1000 does not survive bf16's
     // 8-bit mantissa. A fill, not an upload, so a graph can capture it.
-    let t = time_input.map(|t| {
-        Var::constant(match x.is_cuda() {
-            true => Tensor::full_cuda(&[n], t, DType::F32),
-            false => Tensor::full(&[n], t),
-        })
+    let t = time_input.map(|t| match x.is_cuda() {
+        true => Tensor::full_cuda(&[n], t, DType::F32),
+        false => Tensor::full(&[n], t),
     });
+    infer_at(net, x, t)
+}
+
+/// One no-grad forward pass with a time input per image (f32 `[n]`, on the
+/// backend of `x`).
+pub fn infer_at(net: &Unet, x: &Tensor, times: Option<Tensor>) -> Tensor {
+    let tape = Tape::no_grad();
     let params = net.bind(&tape);
+    let t = times.map(Var::constant);
     net.forward(&tape, &params, &Var::constant(x.clone()), t.as_ref())
         .into_tensor()
 }

@@ -253,3 +253,66 @@ fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
     let (ok, _, err) = nadb(&["export", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(!ok && err.contains("already exists"), "{err}");
 }
+
+/// `nadb forward` runs a checkpoint's network on "x" (and "t") from a
+/// safetensors file and writes "y": the same numbers as the library's
+/// forward pass; a bridge without "t" is refused in one line.
+#[test]
+fn forward_writes_the_networks_output() {
+    use nadb::bridge::Method;
+    use nadb::degrade::Task;
+    use nadb::train::{infer_at, Role, RunSettings, Trainer};
+    use nadb::Tensor;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("bridge.safetensors");
+    let settings = RunSettings::new(Role::Bridge(Method::NadbNoMean), Task::Sr4Pool);
+    let mut t = Trainer::new(settings, &UnetConfig::named("tiny").unwrap()).unwrap();
+    for (i, w) in t.ema.weights.iter_mut().enumerate() {
+        for (j, v) in w.data_mut().iter_mut().enumerate() {
+            *v = ((i * 13 + j * 5) % 89) as f32 / 89.0 - 0.5;
+        }
+    }
+    t.save(&ck).unwrap();
+    let x = Tensor::from_vec(
+        &[2, 16, 16, 3],
+        (0..2 * 16 * 16 * 3)
+            .map(|i| ((i % 23) as f32 / 11.5) - 1.0)
+            .collect(),
+    );
+    let times = Tensor::from_vec(&[2], vec![10.0, 900.0]);
+    let input = dir.path().join("in.safetensors");
+    let out = dir.path().join("out.safetensors");
+    checkpoint::write_tensors(&input, &[("x", &x), ("t", &times)]).unwrap();
+    let (ok, _, err) = nadb(&[
+        "--device",
+        "cpu",
+        "forward",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let y = checkpoint::read_tensors(&out, &["y"])
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let (net, _) = nadb::train::load_inference_net(&ck).unwrap();
+    assert_eq!(y, infer_at(&net, &x, Some(times)));
+    checkpoint::write_tensors(&input, &[("x", &x)]).unwrap();
+    let (ok, _, err) = nadb(&[
+        "forward",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.lines().count() == 1 && err.contains("needs 't'"),
+        "{err}"
+    );
+}
