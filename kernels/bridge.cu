@@ -32,24 +32,6 @@
 
 namespace bridge_k {
 
-__device__ __forceinline__ double warp_sum_f64(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed
-// order; every thread gets the result. `scratch` holds 32 doubles.
-__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum_f64(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    int warps = (blockDim.x + 31) >> 5;
-    v = lane < warps ? scratch[lane] : 0.0;
-    return warp_sum_f64(v);
-}
-
 // ((a x + b y) + c z), rounded like the CPU's f32 expression.
 __device__ __forceinline__ float comb3(float a, float x, float b, float y, float c, float z) {
     return __fadd_rn(__fadd_rn(__fmul_rn(a, x), __fmul_rn(b, y)), __fmul_rn(c, z));
@@ -143,7 +125,7 @@ __device__ void mse_partials_impl(const T* pred, const T* target, long n, double
         double d = (double)__fsub_rn(ld(pred, i), ld(target, i));
         acc += d * d;
     }
-    acc = block_sum_f64(acc, scratch);
+    acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 #define MSE_PARTIALS_PARAMS(T) (const T* pred, const T* target, long n, double* partials)
@@ -155,7 +137,7 @@ extern "C" __global__ void mse_finalize(const double* partials, long count, long
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long j = threadIdx.x; j < count; j += blockDim.x) acc += partials[j];
-    acc = block_sum_f64(acc, scratch);
+    acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) loss[0] = (float)(acc / (double)n);
 }
 

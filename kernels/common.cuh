@@ -15,22 +15,25 @@ __device__ __forceinline__ void st(bf16* p, long i, float v) { p[i] = __float2bf
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
-// Sum over a warp; every lane gets the result.
-__device__ __forceinline__ float warp_sum(float v) {
+// Sum over a warp, in a fixed order; every lane gets the result. A is the
+// accumulator type (float, or double where a reduction must match the
+// CPU's f64 sums).
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024);
-// every thread gets the result. `scratch` holds 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024),
+// in a fixed order; every thread gets the result. `scratch` holds 32 A's
+// of shared memory.
+template <typename A> __device__ __forceinline__ A block_sum(A v, A* scratch) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     v = warp_sum(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     int warps = (blockDim.x + 31) >> 5;
-    v = lane < warps ? scratch[lane] : 0.0f;
+    v = lane < warps ? scratch[lane] : A(0);
     return warp_sum(v);
 }
 

@@ -37,24 +37,6 @@
 
 namespace optim_k {
 
-__device__ __forceinline__ double warp_sum_f64(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024), in a fixed
-// order; every thread gets the result. `scratch` holds 32 doubles.
-__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum_f64(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    int warps = (blockDim.x + 31) >> 5;
-    v = lane < warps ? scratch[lane] : 0.0;
-    return warp_sum_f64(v);
-}
-
 __device__ __forceinline__ long grid_start() { return blockIdx.x * (long)blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long grid_stride() { return (long)gridDim.x * blockDim.x; }
 
@@ -95,7 +77,7 @@ __device__ void gather_grads_impl(const unsigned long long* ptrs, const unsigned
             dst[i] = g;
             acc += (double)g * (double)g;
         }
-        acc = block_sum_f64(acc, scratch);
+        acc = block_sum(acc, scratch);
         if (threadIdx.x == 0) partials[c] = acc;
     }
 }
@@ -110,7 +92,7 @@ extern "C" __global__ void grad_norm_finalize(const double* partials, long count
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long j = threadIdx.x; j < count; j += blockDim.x) acc += partials[j];
-    acc = block_sum_f64(acc, scratch);
+    acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) norm[0] = (float)sqrt(acc);
 }
 

@@ -18,17 +18,19 @@ use super::gemm::{matmul, Mat};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-struct Geometry {
-    n: usize,
-    tokens: usize,
-    c: usize,
-    heads: usize,
-    hd: usize,
-    scale: f32,
+/// The shape of one attention call (shared with the CUDA twin).
+pub(crate) struct Geometry {
+    pub n: usize,
+    pub tokens: usize,
+    pub c: usize,
+    pub heads: usize,
+    pub hd: usize,
+    pub scale: f32,
 }
 
-fn geometry(qkv: &Tensor, head_dim: usize) -> Geometry {
+pub(crate) fn geometry(qkv: &Tensor, head_dim: usize) -> Geometry {
     let (n, h, w, c3) = qkv.nhwc();
+    assert!(head_dim > 0, "attention with head_dim 0");
     assert!(
         c3 % 3 == 0 && (c3 / 3) % head_dim == 0,
         "qkv with {c3} channels does not split into heads of {head_dim}"

@@ -55,7 +55,9 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
 }
 
 /// Whether `ss` carries a scale (2c channels) or only a shift (c channels).
-fn modulation(x: &Tensor, ss: &Tensor) -> (usize, bool) {
+/// Channels, and whether `ss` holds a scale (`[n, 2c]`) or only a shift
+/// (`[n, c]`); shared with the CUDA twin.
+pub(crate) fn modulation(x: &Tensor, ss: &Tensor) -> (usize, bool) {
     let (n, _, _, c) = x.nhwc();
     match ss.shape() {
         [sn, sc] if *sn == n && *sc == 2 * c => (c, true),

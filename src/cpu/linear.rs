@@ -8,7 +8,8 @@
 use super::gemm::{matmul, matmul_reference, Mat};
 use crate::tensor::Tensor;
 
-fn out_shape(x: &Tensor, weight: &Tensor) -> Vec<usize> {
+/// y's shape, checking the weight against x (shared with the CUDA twin).
+pub(crate) fn out_shape(x: &Tensor, weight: &Tensor) -> Vec<usize> {
     let (_, inp) = x.rows_cols();
     let [out, win] = weight.shape()[..] else {
         panic!("linear weight of shape {:?}", weight.shape())

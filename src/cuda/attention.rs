@@ -13,6 +13,7 @@
 //! device (the results are then undefined, and the next check reports it).
 
 use super::{int, opened, Arg};
+use crate::cpu::attention::{geometry, Geometry};
 use crate::tensor::{DType, Tensor};
 
 /// Threads per CTA of the tiled kernels (kernels/attention.cu: THREADS).
@@ -26,33 +27,6 @@ const LD1: usize = 65;
 const DELTA_WARPS: u32 = 8;
 /// Largest grid y and z.
 const GRID_YZ: usize = 65535;
-
-struct Geometry {
-    n: usize,
-    tokens: usize,
-    c: usize,
-    heads: usize,
-    hd: usize,
-    scale: f32,
-}
-
-fn geometry(qkv: &Tensor, head_dim: usize) -> Geometry {
-    let (n, h, w, c3) = qkv.nhwc();
-    assert!(head_dim > 0, "attention with head_dim 0");
-    assert!(
-        c3 % 3 == 0 && (c3 / 3) % head_dim == 0,
-        "qkv with {c3} channels does not split into heads of {head_dim}"
-    );
-    let c = c3 / 3;
-    Geometry {
-        n,
-        tokens: h * w,
-        c,
-        heads: c / head_dim,
-        hd: head_dim,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-    }
-}
 
 /// Shared bytes of the forward (`fwd_smem_floats` in the kernel file).
 fn fwd_smem(d: usize) -> u32 {

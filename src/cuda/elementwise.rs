@@ -178,13 +178,8 @@ pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
 
 /// Whether `ss` carries a scale (2c channels) or only a shift (c channels).
 fn modulation(x: &Tensor, ss: &Tensor) -> (usize, bool) {
-    let (n, _, _, c) = x.nhwc();
     same_dtype("scale_shift", x, ss);
-    match ss.shape() {
-        [sn, sc] if *sn == n && *sc == 2 * c => (c, true),
-        [sn, sc] if *sn == n && *sc == c => (c, false),
-        other => panic!("scale/shift {other:?} does not fit {:?}", x.shape()),
-    }
+    crate::cpu::elementwise::modulation(x, ss)
 }
 
 /// `x * (1 + scale) + shift` per image and channel (`ss` `[n, 2c]`), or
