@@ -123,7 +123,9 @@ class GroupNorm32(nn.GroupNorm):
         super().__init__(groups, channels, eps=1e-5)
 
     def forward(self, x):
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        xf = x if x.dtype == torch.float64 else x.float()
+        w, b = self.weight.to(xf.dtype), self.bias.to(xf.dtype)
+        return F.group_norm(xf, self.num_groups, w, b, self.eps).to(x.dtype)
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, zero: bool = False) -> nn.Conv2d:
@@ -317,9 +319,10 @@ class Unet(nn.Module):
             raise ValueError(f"U-Net '{cfg.name}': time input given {t is not None}, expected {cfg.time_input}")
         emb = None
         if self.time_embed is not None:
-            e = timestep_embedding(t, cfg.base_channels)
-            # After the embedding MLP, a SiLU: ADM's emb_layers start with it,
-            # and SiLU(SiLU-free output) is what the engine shares too.
+            # ADM: time_embed = Linear, SiLU, Linear; each ResBlock's
+            # emb_layers = SiLU, Linear. The engine applies that SiLU once
+            # and shares the result: the same numbers.
+            e = timestep_embedding(t, cfg.base_channels).to(self.time_embed[0].weight.dtype)
             emb = self.time_embed(e)
         skips = []
         h = x
@@ -418,7 +421,8 @@ def read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
             for k in f.keys():
-                tensors[k] = f.get_tensor(k).float() if f.get_tensor(k).is_floating_point() else f.get_tensor(k)
+                t = f.get_tensor(k)
+                tensors[k] = t.float() if t.is_floating_point() else t
         return tensors, dict(meta)
     with open(path, "rb") as f:
         raw = f.read()
@@ -513,10 +517,8 @@ def load_engine_checkpoint(path: str, prefer_ema: bool = True) -> Tuple[Unet, Un
         if key not in tensors:
             raise ValueError(f"checkpoint {path}: missing tensor '{key}'")
         state[name] = engine_to_torch(key, tensors[key].float(), p)
-    group = [k for k in tensors if k.startswith(prefix) and (prefix or "." in k)]
-    known_prefixes = (EMA_PREFIX, "adam_m.", "adam_v.")
     if prefix == "":
-        group = [k for k in tensors if not k.startswith(known_prefixes)]
+        group = [k for k in tensors if not k.startswith((EMA_PREFIX, "adam_m.", "adam_v."))]
     else:
         group = [k[len(prefix) :] for k in tensors if k.startswith(prefix)]
     extra = sorted(set(group) - set(params))
