@@ -35,6 +35,8 @@
 // Numbers: not yet measured on a GPU.
 #include "common.cuh"
 
+extern __shared__ float4 attn_smem[]; // every kernel's tiles (dynamic size)
+
 namespace {
 
 constexpr int BM = 64;       // query rows per tile
@@ -60,10 +62,12 @@ __device__ __forceinline__ unsigned dynamic_smem_bytes() {
     return r;
 }
 
-// A launch with too little shared memory is a bug on the host side: stop
-// loudly rather than write past the allocation.
-__device__ __forceinline__ void require_smem(int floats) {
+// The dynamic shared memory as floats, after checking it holds `floats` of
+// them: a launch with less is a bug on the host side, so stop loudly rather
+// than write past the allocation.
+__device__ __forceinline__ float* checked_smem(int floats) {
     if (dynamic_smem_bytes() < (unsigned)floats * 4u) __trap();
+    return reinterpret_cast<float*>(attn_smem);
 }
 
 __device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
@@ -85,6 +89,39 @@ __device__ __forceinline__ float sum8(float v) {
     return v;
 }
 
+// One step x of a tile product, for this thread's 4 x J block: acc[i][j] +=
+// a[x*LD4 + ty*4 + i] * b[x*BX + (tx+8j)*BJ] (a read as one float4).
+template <int BX, int BJ, int J>
+__device__ __forceinline__ void fma_step(const float* a, const float* b, int x, int tx, int ty, float (&acc)[TR][J]) {
+    const float4 a4 = ld4(&a[x * LD4 + ty * TR]);
+    const float av[TR] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+        const float bv = b[x * BX + (tx + 8 * j) * BJ];
+#pragma unroll
+        for (int i = 0; i < TR; ++i) acc[i][j] = fmaf(av[i], bv, acc[i][j]);
+    }
+}
+
+// Stages channels 0..D-1 of the 64 tokens t0.. of two operands (token t's
+// channel d at a[t*a_stride + d], times a_scale, and at b[t*b_stride + d];
+// zeros past the last token), spread over the CTA: put(row, d, a, b) for
+// every row of the tile and channel.
+template <int D, typename T, typename F>
+__device__ __forceinline__ void stage_tile(const T* __restrict__ a, long a_stride, float a_scale,
+                                           const T* __restrict__ b, long b_stride, int t0, int tokens, F put) {
+    static_assert(BM == BN, "query and key tiles have the same rows");
+    for (int i = threadIdx.x; i < BM * D; i += THREADS) {
+        const int r = i / D, d = i % D, tok = t0 + r;
+        float av = 0.0f, bv = 0.0f;
+        if (tok < tokens) {
+            av = ld(a, tok * a_stride + d) * a_scale;
+            bv = ld(b, tok * b_stride + d);
+        }
+        put(r, d, av, bv);
+    }
+}
+
 } // namespace
 
 // ---- forward ---------------------------------------------------------------
@@ -96,9 +133,7 @@ __device__ void attention_fwd(const T* __restrict__ qkv, T* __restrict__ out, fl
                               int tokens, int heads, float scale) {
     static_assert(D % TC == 0 && D <= 128, "head dim");
     constexpr int DC = D / TC; // output columns per thread: tx + 8*j
-    require_smem(fwd_smem_floats<D>());
-    extern __shared__ float4 attn_smem[];
-    float* Qt = reinterpret_cast<float*>(attn_smem);
+    float* Qt = checked_smem(fwd_smem_floats<D>());
     float* Ps = Qt + D * LD4;
     float* Kt = Ps + BN * LD4;
     float* Vs = Kt + D * LD1;
@@ -125,16 +160,11 @@ __device__ void attention_fwd(const T* __restrict__ qkv, T* __restrict__ out, fl
 
     for (int k0 = 0; k0 < tokens; k0 += BN) {
         __syncthreads(); // Q stored; the previous tile's Kt, Vs, Ps all read
-        for (int i = tid; i < BN * D; i += THREADS) {
-            const int c = i / D, d = i % D, tok = k0 + c;
-            float kv = 0.0f, vv = 0.0f; // padding keys: zeros (p is 0 there, 0 * 0 stays 0)
-            if (tok < tokens) {
-                kv = ld(base, tok * C3 + D + d);
-                vv = ld(base, tok * C3 + 2 * D + d);
-            }
+        // Padding keys: zeros (p is 0 there, 0 * 0 stays 0).
+        stage_tile<D>(base + D, C3, 1.0f, base + 2 * D, C3, k0, tokens, [&](int c, int d, float kv, float vv) {
             Kt[d * LD1 + c] = kv;
             Vs[c * D + d] = vv;
-        }
+        });
         __syncthreads();
 
         float s[TR][TC];
@@ -143,16 +173,7 @@ __device__ void attention_fwd(const T* __restrict__ qkv, T* __restrict__ out, fl
 #pragma unroll
             for (int j = 0; j < TC; ++j) s[i][j] = 0.0f;
 #pragma unroll 4
-        for (int d = 0; d < D; ++d) {
-            const float4 a = ld4(&Qt[d * LD4 + ty * TR]);
-            const float av[TR] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-            for (int j = 0; j < TC; ++j) {
-                const float b = Kt[d * LD1 + tx + 8 * j];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) s[i][j] = fmaf(av[i], b, s[i][j]);
-            }
-        }
+        for (int d = 0; d < D; ++d) fma_step<LD1, 1>(Qt, Kt, d, tx, ty, s);
 
         // Online softmax. Column k0 is a real token, so every row's tile max
         // is finite after the reduction and exp2f(-inf - finite) = 0 masks.
@@ -185,16 +206,7 @@ __device__ void attention_fwd(const T* __restrict__ qkv, T* __restrict__ out, fl
         __syncthreads();
 
 #pragma unroll 4
-        for (int c = 0; c < BN; ++c) {
-            const float4 p = ld4(&Ps[c * LD4 + ty * TR]);
-            const float pv[TR] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-            for (int j = 0; j < DC; ++j) {
-                const float v = Vs[c * D + tx + 8 * j];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) o[i][j] = fmaf(pv[i], v, o[i][j]);
-            }
-        }
+        for (int c = 0; c < BN; ++c) fma_step<D, 1>(Ps, Vs, c, tx, ty, o);
     }
 
 #pragma unroll
@@ -211,7 +223,8 @@ __device__ void attention_fwd(const T* __restrict__ qkv, T* __restrict__ out, fl
     }
 }
 
-#define FWD_PARAMS(T) (const T* qkv, T* out, float* lse, int tokens, int heads, float scale)
+#define FWD_PARAMS(T) \
+    (const T* __restrict__ qkv, T* __restrict__ out, float* __restrict__ lse, int tokens, int heads, float scale)
 #define FWD_ARGS (qkv, out, lse, tokens, heads, scale)
 template <typename T> __device__ void attention_fwd_hd32_impl FWD_PARAMS(T) { attention_fwd<T, 32> FWD_ARGS; }
 template <typename T> __device__ void attention_fwd_hd64_impl FWD_PARAMS(T) { attention_fwd<T, 64> FWD_ARGS; }
@@ -243,6 +256,88 @@ __device__ void attention_bwd_delta_impl(const T* __restrict__ out, const T* __r
     (const T* out, const T* dy, float* delta, int tokens, int heads, int head_dim, long rows)
 EXPORT_F32_BF16(attention_bwd_delta, DELTA_PARAMS, (out, dy, delta, tokens, heads, head_dim, rows))
 
+// ---- backward: pieces shared by the dK/dV and dQ kernels -----------------
+
+namespace {
+
+// A backward CTA's (image, head), from its grid (tile, head, image): token
+// t's q, k, v at qkv[t*C3 + {0, D, 2D}] (their gradients at the same places
+// of dqkv), its dO at dy[t*C], its lse and delta at lse[t], delta[t].
+template <typename T> struct BwdHead {
+    long C, C3;
+    const T* qkv;
+    const T* dy;
+    const float* lse;
+    const float* delta;
+    T* dqkv;
+};
+
+template <typename T, int D>
+__device__ __forceinline__ BwdHead<T> bwd_head(const T* qkv, const T* dy, const float* lse, const float* delta,
+                                               T* dqkv, int tokens, int heads) {
+    const int head = blockIdx.y, img = blockIdx.z;
+    BwdHead<T> h;
+    h.C = (long)heads * D;
+    h.C3 = 3 * h.C;
+    h.qkv = qkv + (long)img * tokens * h.C3 + (long)head * 3 * D;
+    h.dy = dy + (long)img * tokens * h.C + (long)head * D;
+    h.lse = lse + ((long)img * heads + head) * tokens;
+    h.delta = delta + ((long)img * heads + head) * tokens;
+    h.dqkv = dqkv + (long)img * tokens * h.C3 + (long)head * 3 * D;
+    return h;
+}
+
+// Query token tok's log-sum-exp (base 2) and delta; 0 for a padding token.
+__device__ __forceinline__ void query_lse_delta(const float* lse, const float* delta, int tok, int tokens, float& L,
+                                                float& De) {
+    L = tok < tokens ? lse[tok] * LOG2E : 0.0f;
+    De = tok < tokens ? delta[tok] : 0.0f;
+}
+
+// Recomputes this thread's 4 x 8 block of a tile pair's scores s (base 2)
+// and of dp: s[i][j] = sum over d of sa[d][ty*4+i] sb[d][tx+8j], dp likewise
+// from pa and pb (sa, pa stride LD4; sb, pb stride LD1).
+template <int D>
+__device__ __forceinline__ void scores_and_dp(const float* sa, const float* sb, const float* pa, const float* pb,
+                                              int tx, int ty, float (&s)[TR][TC], float (&dp)[TR][TC]) {
+#pragma unroll
+    for (int i = 0; i < TR; ++i)
+#pragma unroll
+        for (int j = 0; j < TC; ++j) s[i][j] = dp[i][j] = 0.0f;
+#pragma unroll 2
+    for (int d = 0; d < D; ++d) {
+        fma_step<LD1, 1>(sa, sb, d, tx, ty, s);
+        fma_step<LD1, 1>(pa, pb, d, tx, ty, dp);
+    }
+}
+
+// P = exp2(s - L) from a base-2 score and its query's base-2 lse; 0 for padding.
+__device__ __forceinline__ float recompute_p(float s, float L, bool real) { return real ? exp2f(s - L) : 0.0f; }
+
+// Writes acc * mul to channels off + tx+8j of this thread's tile rows
+// t0 + ty*4 + i of dqkv (real tokens only).
+template <typename T, int DC>
+__device__ __forceinline__ void store_rows(const BwdHead<T>& h, int t0, int tokens, int tx, int ty, int off,
+                                           const float (&acc)[TR][DC], float mul) {
+#pragma unroll
+    for (int i = 0; i < TR; ++i) {
+        const int tok = t0 + ty * TR + i;
+        if (tok < tokens) {
+            T* row = h.dqkv + tok * h.C3;
+#pragma unroll
+            for (int j = 0; j < DC; ++j) st(row, off + tx + 8 * j, acc[i][j] * mul);
+        }
+    }
+}
+
+} // namespace
+
+// Parameters of the dK/dV and dQ kernels (layouts at the top of the file).
+#define BWD_PARAMS(T)                                                                           \
+    (const T* __restrict__ qkv, const T* __restrict__ dy, const float* __restrict__ lse,                 \
+     const float* __restrict__ delta, T* __restrict__ dqkv, int tokens, int heads, float scale)
+#define BWD_ARGS (qkv, dy, lse, delta, dqkv, tokens, heads, scale)
+
 // ---- backward: dK, dV (one CTA per key tile) -----------------------------
 
 // Thread: keys ty*4+i of the tile (rows of S^T), queries tx+8*j (columns).
@@ -250,14 +345,10 @@ EXPORT_F32_BF16(attention_bwd_delta, DELTA_PARAMS, (out, dy, delta, tokens, head
 // dSt[r][c] (this query tile's P and dS, LD4), Qt[d][r] and dOt[d][r] (LD1),
 // then lse (base 2) and delta of the query tile.
 template <typename T, int D>
-__device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
-                                   const float* __restrict__ lse, const float* __restrict__ delta,
-                                   T* __restrict__ dqkv, int tokens, int heads, float scale) {
+__device__ void attention_bwd_dkdv BWD_PARAMS(T) {
     static_assert(D % TC == 0 && D <= 128, "head dim");
     constexpr int DC = D / TC;
-    require_smem(dkdv_smem_floats<D>());
-    extern __shared__ float4 attn_smem[];
-    float* Kt = reinterpret_cast<float*>(attn_smem);
+    float* Kt = checked_smem(dkdv_smem_floats<D>());
     float* Vt = Kt + D * LD4;
     float* Pt = Vt + D * LD4;
     float* dSt = Pt + BM * LD4;
@@ -267,24 +358,14 @@ __device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restric
     float* Ds = Ls + BM;
 
     const int tid = threadIdx.x, tx = tid & 7, ty = tid >> 3;
-    const int k0 = blockIdx.x * BN, head = blockIdx.y, img = blockIdx.z;
-    const long C = (long)heads * D, C3 = 3 * C;
-    const T* base = qkv + (long)img * tokens * C3 + (long)head * 3 * D;
-    const T* dyb = dy + (long)img * tokens * C + (long)head * D;
-    const float* lseb = lse + ((long)img * heads + head) * tokens;
-    const float* delb = delta + ((long)img * heads + head) * tokens;
+    const int k0 = blockIdx.x * BN;
+    const BwdHead<T> h = bwd_head<T, D>(qkv, dy, lse, delta, dqkv, tokens, heads);
     const float kscale = scale * LOG2E;
 
-    for (int i = tid; i < BN * D; i += THREADS) {
-        const int c = i / D, d = i % D, tok = k0 + c;
-        float kv = 0.0f, vv = 0.0f;
-        if (tok < tokens) {
-            kv = ld(base, tok * C3 + D + d) * kscale;
-            vv = ld(base, tok * C3 + 2 * D + d);
-        }
+    stage_tile<D>(h.qkv + D, h.C3, kscale, h.qkv + 2 * D, h.C3, k0, tokens, [&](int c, int d, float kv, float vv) {
         Kt[d * LD4 + c] = kv;
         Vt[d * LD4 + c] = vv;
-    }
+    });
 
     float dk[TR][DC], dv[TR][DC];
 #pragma unroll
@@ -294,45 +375,15 @@ __device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restric
 
     for (int q0 = 0; q0 < tokens; q0 += BM) {
         __syncthreads(); // K, V stored; the previous query tile all read
-        for (int i = tid; i < BM * D; i += THREADS) {
-            const int r = i / D, d = i % D, tok = q0 + r;
-            float qv = 0.0f, gv = 0.0f;
-            if (tok < tokens) {
-                qv = ld(base, tok * C3 + d);
-                gv = ld(dyb, tok * C + d);
-            }
+        stage_tile<D>(h.qkv, h.C3, 1.0f, h.dy, h.C, q0, tokens, [&](int r, int d, float qv, float gv) {
             Qt[d * LD1 + r] = qv;
             dOt[d * LD1 + r] = gv;
-        }
-        for (int r = tid; r < BM; r += THREADS) {
-            const int tok = q0 + r;
-            Ls[r] = tok < tokens ? lseb[tok] * LOG2E : 0.0f;
-            Ds[r] = tok < tokens ? delb[tok] : 0.0f;
-        }
+        });
+        for (int r = tid; r < BM; r += THREADS) query_lse_delta(h.lse, h.delta, q0 + r, tokens, Ls[r], Ds[r]);
         __syncthreads();
 
-        float s[TR][TC], dp[TR][TC];
-#pragma unroll
-        for (int i = 0; i < TR; ++i)
-#pragma unroll
-            for (int j = 0; j < TC; ++j) s[i][j] = dp[i][j] = 0.0f;
-#pragma unroll 2
-        for (int d = 0; d < D; ++d) {
-            const float4 k4 = ld4(&Kt[d * LD4 + ty * TR]);
-            const float4 v4 = ld4(&Vt[d * LD4 + ty * TR]);
-            const float kk[TR] = {k4.x, k4.y, k4.z, k4.w};
-            const float vv[TR] = {v4.x, v4.y, v4.z, v4.w};
-#pragma unroll
-            for (int j = 0; j < TC; ++j) {
-                const float qv = Qt[d * LD1 + tx + 8 * j];
-                const float gv = dOt[d * LD1 + tx + 8 * j];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) {
-                    s[i][j] = fmaf(kk[i], qv, s[i][j]);
-                    dp[i][j] = fmaf(vv[i], gv, dp[i][j]);
-                }
-            }
-        }
+        float s[TR][TC], dp[TR][TC]; // S^T and dP^T: rows are keys
+        scores_and_dp<D>(Kt, Qt, Vt, dOt, tx, ty, s, dp);
         // P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta); padding queries: 0.
 #pragma unroll
         for (int j = 0; j < TC; ++j) {
@@ -342,7 +393,7 @@ __device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restric
             float p[TR], g[TR];
 #pragma unroll
             for (int i = 0; i < TR; ++i) {
-                p[i] = real ? exp2f(s[i][j] - L) : 0.0f;
+                p[i] = recompute_p(s[i][j], L, real);
                 g[i] = p[i] * (dp[i][j] - De);
             }
             st4(&Pt[r * LD4 + ty * TR], p[0], p[1], p[2], p[3]);
@@ -353,36 +404,13 @@ __device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restric
         // dV += P^T dO, dK += dS^T Q (scale applied at the end).
 #pragma unroll 2
         for (int r = 0; r < BM; ++r) {
-            const float4 p4 = ld4(&Pt[r * LD4 + ty * TR]);
-            const float4 g4 = ld4(&dSt[r * LD4 + ty * TR]);
-            const float pv[TR] = {p4.x, p4.y, p4.z, p4.w};
-            const float gv[TR] = {g4.x, g4.y, g4.z, g4.w};
-#pragma unroll
-            for (int j = 0; j < DC; ++j) {
-                const int e = tx + 8 * j;
-                const float o = dOt[e * LD1 + r];
-                const float q = Qt[e * LD1 + r];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) {
-                    dv[i][j] = fmaf(pv[i], o, dv[i][j]);
-                    dk[i][j] = fmaf(gv[i], q, dk[i][j]);
-                }
-            }
+            fma_step<1, LD1>(Pt, dOt, r, tx, ty, dv);
+            fma_step<1, LD1>(dSt, Qt, r, tx, ty, dk);
         }
     }
 
-#pragma unroll
-    for (int i = 0; i < TR; ++i) {
-        const int tok = k0 + ty * TR + i;
-        if (tok < tokens) {
-            T* row = dqkv + ((long)img * tokens + tok) * C3 + (long)head * 3 * D;
-#pragma unroll
-            for (int j = 0; j < DC; ++j) {
-                st(row, D + tx + 8 * j, dk[i][j] * scale);
-                st(row, 2 * D + tx + 8 * j, dv[i][j]);
-            }
-        }
-    }
+    store_rows(h, k0, tokens, tx, ty, D, dk, scale);
+    store_rows(h, k0, tokens, tx, ty, 2 * D, dv, 1.0f);
 }
 
 // ---- backward: dQ (one CTA per query tile) -------------------------------
@@ -391,84 +419,42 @@ __device__ void attention_bwd_dkdv(const T* __restrict__ qkv, const T* __restric
 // LD4), dOt[d][r] (LD4), dSs[c][r] (this key tile's dS, LD4), Kt[d][c] and
 // Vt[d][c] (LD1).
 template <typename T, int D>
-__device__ void attention_bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
-                                 const float* __restrict__ lse, const float* __restrict__ delta,
-                                 T* __restrict__ dqkv, int tokens, int heads, float scale) {
+__device__ void attention_bwd_dq BWD_PARAMS(T) {
     static_assert(D % TC == 0 && D <= 128, "head dim");
     constexpr int DC = D / TC;
-    require_smem(dq_smem_floats<D>());
-    extern __shared__ float4 attn_smem[];
-    float* Qt = reinterpret_cast<float*>(attn_smem);
+    float* Qt = checked_smem(dq_smem_floats<D>());
     float* dOt = Qt + D * LD4;
     float* dSs = dOt + D * LD4;
     float* Kt = dSs + BN * LD4;
     float* Vt = Kt + D * LD1;
 
-    const int tid = threadIdx.x, tx = tid & 7, ty = tid >> 3;
-    const int q0 = blockIdx.x * BM, head = blockIdx.y, img = blockIdx.z;
-    const long C = (long)heads * D, C3 = 3 * C;
-    const T* base = qkv + (long)img * tokens * C3 + (long)head * 3 * D;
-    const T* dyb = dy + (long)img * tokens * C + (long)head * D;
-    const float* lseb = lse + ((long)img * heads + head) * tokens;
-    const float* delb = delta + ((long)img * heads + head) * tokens;
+    const int tx = threadIdx.x & 7, ty = threadIdx.x >> 3;
+    const int q0 = blockIdx.x * BM;
+    const BwdHead<T> h = bwd_head<T, D>(qkv, dy, lse, delta, dqkv, tokens, heads);
     const float qscale = scale * LOG2E;
 
-    for (int i = tid; i < BM * D; i += THREADS) {
-        const int r = i / D, d = i % D, tok = q0 + r;
-        float qv = 0.0f, gv = 0.0f;
-        if (tok < tokens) {
-            qv = ld(base, tok * C3 + d) * qscale;
-            gv = ld(dyb, tok * C + d);
-        }
+    stage_tile<D>(h.qkv, h.C3, qscale, h.dy, h.C, q0, tokens, [&](int r, int d, float qv, float gv) {
         Qt[d * LD4 + r] = qv;
         dOt[d * LD4 + r] = gv;
-    }
+    });
     float L[TR], De[TR], dq[TR][DC];
 #pragma unroll
     for (int i = 0; i < TR; ++i) {
-        const int tok = q0 + ty * TR + i;
-        L[i] = tok < tokens ? lseb[tok] * LOG2E : 0.0f;
-        De[i] = tok < tokens ? delb[tok] : 0.0f;
+        query_lse_delta(h.lse, h.delta, q0 + ty * TR + i, tokens, L[i], De[i]);
 #pragma unroll
         for (int j = 0; j < DC; ++j) dq[i][j] = 0.0f;
     }
 
     for (int k0 = 0; k0 < tokens; k0 += BN) {
         __syncthreads(); // Q, dO stored; the previous key tile all read
-        for (int i = tid; i < BN * D; i += THREADS) {
-            const int c = i / D, d = i % D, tok = k0 + c;
-            float kv = 0.0f, vv = 0.0f;
-            if (tok < tokens) {
-                kv = ld(base, tok * C3 + D + d);
-                vv = ld(base, tok * C3 + 2 * D + d);
-            }
+        stage_tile<D>(h.qkv + D, h.C3, 1.0f, h.qkv + 2 * D, h.C3, k0, tokens, [&](int c, int d, float kv, float vv) {
             Kt[d * LD1 + c] = kv;
             Vt[d * LD1 + c] = vv;
-        }
+        });
         __syncthreads();
 
         float s[TR][TC], dp[TR][TC];
-#pragma unroll
-        for (int i = 0; i < TR; ++i)
-#pragma unroll
-            for (int j = 0; j < TC; ++j) s[i][j] = dp[i][j] = 0.0f;
-#pragma unroll 2
-        for (int d = 0; d < D; ++d) {
-            const float4 q4 = ld4(&Qt[d * LD4 + ty * TR]);
-            const float4 g4 = ld4(&dOt[d * LD4 + ty * TR]);
-            const float qq[TR] = {q4.x, q4.y, q4.z, q4.w};
-            const float gg[TR] = {g4.x, g4.y, g4.z, g4.w};
-#pragma unroll
-            for (int j = 0; j < TC; ++j) {
-                const float kv = Kt[d * LD1 + tx + 8 * j];
-                const float vv = Vt[d * LD1 + tx + 8 * j];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) {
-                    s[i][j] = fmaf(qq[i], kv, s[i][j]);
-                    dp[i][j] = fmaf(gg[i], vv, dp[i][j]);
-                }
-            }
-        }
+        scores_and_dp<D>(Qt, Kt, dOt, Vt, tx, ty, s, dp);
         // dS = P (dP - delta), P = exp(S - lse); padding keys: 0.
 #pragma unroll
         for (int j = 0; j < TC; ++j) {
@@ -477,7 +463,7 @@ __device__ void attention_bwd_dq(const T* __restrict__ qkv, const T* __restrict_
             float g[TR];
 #pragma unroll
             for (int i = 0; i < TR; ++i) {
-                const float p = real ? exp2f(s[i][j] - L[i]) : 0.0f;
+                const float p = recompute_p(s[i][j], L[i], real);
                 g[i] = p * (dp[i][j] - De[i]);
             }
             st4(&dSs[c * LD4 + ty * TR], g[0], g[1], g[2], g[3]);
@@ -486,32 +472,12 @@ __device__ void attention_bwd_dq(const T* __restrict__ qkv, const T* __restrict_
 
         // dQ += dS K (scale applied at the end).
 #pragma unroll 4
-        for (int c = 0; c < BN; ++c) {
-            const float4 g4 = ld4(&dSs[c * LD4 + ty * TR]);
-            const float gv[TR] = {g4.x, g4.y, g4.z, g4.w};
-#pragma unroll
-            for (int j = 0; j < DC; ++j) {
-                const float kv = Kt[(tx + 8 * j) * LD1 + c];
-#pragma unroll
-                for (int i = 0; i < TR; ++i) dq[i][j] = fmaf(gv[i], kv, dq[i][j]);
-            }
-        }
+        for (int c = 0; c < BN; ++c) fma_step<1, LD1>(dSs, Kt, c, tx, ty, dq);
     }
 
-#pragma unroll
-    for (int i = 0; i < TR; ++i) {
-        const int tok = q0 + ty * TR + i;
-        if (tok < tokens) {
-            T* row = dqkv + ((long)img * tokens + tok) * C3 + (long)head * 3 * D;
-#pragma unroll
-            for (int j = 0; j < DC; ++j) st(row, tx + 8 * j, dq[i][j] * scale);
-        }
-    }
+    store_rows(h, q0, tokens, tx, ty, 0, dq, scale);
 }
 
-#define BWD_PARAMS(T) \
-    (const T* qkv, const T* dy, const float* lse, const float* delta, T* dqkv, int tokens, int heads, float scale)
-#define BWD_ARGS (qkv, dy, lse, delta, dqkv, tokens, heads, scale)
 template <typename T> __device__ void attention_bwd_dkdv_hd32_impl BWD_PARAMS(T) { attention_bwd_dkdv<T, 32> BWD_ARGS; }
 template <typename T> __device__ void attention_bwd_dkdv_hd64_impl BWD_PARAMS(T) { attention_bwd_dkdv<T, 64> BWD_ARGS; }
 template <typename T> __device__ void attention_bwd_dq_hd32_impl BWD_PARAMS(T) { attention_bwd_dq<T, 32> BWD_ARGS; }

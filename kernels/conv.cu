@@ -211,11 +211,73 @@ __device__ void gemm_mainloop(P& p, Tiles<T>& s, Acc<T>& acc, int k_begin, int k
     }
 }
 
+// This block's 64 x 64 tile of C over K slices [k_begin, k_end) (all zeros
+// for an empty range), each value handed to epilogue(row, col, value).
+template <typename T, typename P, typename E>
+__device__ __forceinline__ void gemm_tile(P& p, int k_begin, int k_end, E epilogue) {
+    __shared__ Tiles<T> tiles;
+    Acc<T> acc;
+    acc.zero();
+    gemm_mainloop(p, tiles, acc, k_begin, k_end);
+    acc.each(epilogue);
+}
+
 struct Geom {
     int n, h, w, cin, cout, k, s, pad, ho, wo;
 };
 
+// Sets what every problem P below has: the geometry (padding k/2) and the
+// origin of this block's tile of C (row m0, column n0).
+template <typename P>
+__device__ __forceinline__ void set_geometry(P& p, int n, int h, int w, int cin, int cout, int k, int s, int ho,
+                                             int wo) {
+    p.g = Geom{n, h, w, cin, cout, k, s, k / 2, ho, wo};
+    p.m0 = blockIdx.x * BM;
+    p.n0 = blockIdx.y * BN;
+}
+
 __device__ __forceinline__ bool inside(int i, int n) { return (unsigned)i < (unsigned)n; }
+
+// Pixel p of an [n, h, w] grid as (image n, row y, column x).
+__device__ __forceinline__ void split_pixel(int p, int h, int w, int& n, int& y, int& x) {
+    n = p / (h * w);
+    const int rem = p - n * (h * w);
+    y = rem / w;
+    x = rem - y * w;
+}
+
+// Where output pixel p's patch starts in x: (n*h, oy*s - pad, ox*s - pad,
+// 0), or (-1, 0, 0, 0) for p >= end.
+__device__ __forceinline__ int4 patch_origin(const Geom& g, int p, int end) {
+    int4 e = make_int4(-1, 0, 0, 0);
+    if (p < end) {
+        int n, oy, ox;
+        split_pixel(p, g.ho, g.wo, n, oy, ox);
+        e = make_int4(n * g.h, oy * g.s - g.pad, ox * g.s - g.pad, 0);
+    }
+    return e;
+}
+
+// Patch column kk = (ky*k + kx)*cin + ci as (ci, ky, kx); all 0 unless ok.
+__device__ __forceinline__ void patch_tap(const Geom& g, int kk, bool ok, int& ci, int& ky, int& kx) {
+    ci = ky = kx = 0;
+    if (ok) {
+        const int tap = kk / g.cin;
+        ci = kk - tap * g.cin;
+        ky = tap / g.k;
+        kx = tap - ky * g.k;
+    }
+}
+
+// x at tap (ky, kx), channel ci of the patch that starts at e (patch_origin);
+// 0 in the padding, for e past the end, or unless ok.
+template <typename T>
+__device__ __forceinline__ T patch_value(const T* x, const Geom& g, int4 e, int ky, int kx, int ci, bool ok) {
+    const int iy = e.y + ky, ix = e.z + kx;
+    T v = zero<T>();
+    if (ok && e.x >= 0 && inside(iy, g.h) && inside(ix, g.w)) v = x[((e.x + iy) * g.w + ix) * g.cin + ci];
+    return v;
+}
 
 // ---- forward ----------------------------------------------------------------
 // A[m][kk] = x at output pixel m's tap (ky, kx), channel ci (0 in the
@@ -229,34 +291,20 @@ template <typename T> struct Fwd {
     int4* rows;  // [BM]: output pixel -> (n*h, or -1 past the end; oy*s - pad; ox*s - pad)
 
     __device__ void init() {
-        const int r = threadIdx.x, m = m0 + r;
-        if (r >= BM) return;
-        int4 e = make_int4(-1, 0, 0, 0);
-        if (m < mtot) {
-            const int n = m / (g.ho * g.wo), rem = m - n * (g.ho * g.wo);
-            const int oy = rem / g.wo, ox = rem - oy * g.wo;
-            e = make_int4(n * g.h, oy * g.s - g.pad, ox * g.s - g.pad, 0);
-        }
-        rows[r] = e;
+        const int r = threadIdx.x;
+        if (r < BM) rows[r] = patch_origin(g, m0 + r, mtot);
     }
     __device__ void prepare(int, int, int) {}
     __device__ void load(T (&ra)[PER_THREAD], T (&rb)[PER_THREAD], int k0, int k_end, int) {
         const int k = k0 + elem_k<true>(0);  // the same for all i (K-fast)
         const bool kin = k < k_end;
-        int ci = 0, ky = 0, kx = 0;
-        if (kin) {
-            const int tap = k / g.cin;
-            ci = k - tap * g.cin;
-            ky = tap / g.k;
-            kx = tap - ky * g.k;
-        }
+        int ci, ky, kx;
+        patch_tap(g, k, kin, ci, ky, kx);
 #pragma unroll
         for (int i = 0; i < PER_THREAD; ++i) {
             const int r = elem_mn<true>(i);
-            const int4 e = rows[r];
-            const int iy = e.y + ky, ix = e.z + kx;
-            T va = zero<T>(), vb = zero<T>();
-            if (kin && e.x >= 0 && inside(iy, g.h) && inside(ix, g.w)) va = x[((e.x + iy) * g.w + ix) * g.cin + ci];
+            const T va = patch_value(x, g, rows[r], ky, kx, ci, kin);
+            T vb = zero<T>();
             if (kin && n0 + r < g.cout) vb = wt[(n0 + r) * ktot + k];
             ra[i] = va;
             rb[i] = vb;
@@ -268,23 +316,17 @@ template <typename T>
 __device__ void conv_fwd_impl(const T* __restrict__ x, const T* __restrict__ wt, const T* __restrict__ bias,
                               T* __restrict__ y, int n, int h, int w, int cin, int cout, int k, int s, int ho,
                               int wo) {
-    __shared__ Tiles<T> tiles;
     __shared__ int4 rows[BM];
     Fwd<T> p;
     p.x = x;
     p.wt = wt;
-    p.g = Geom{n, h, w, cin, cout, k, s, k / 2, ho, wo};
-    p.m0 = blockIdx.x * BM;
-    p.n0 = blockIdx.y * BN;
+    set_geometry(p, n, h, w, cin, cout, k, s, ho, wo);
     p.mtot = n * ho * wo;
     p.ktot = k * k * cin;
     p.rows = rows;
     p.init();
     __syncthreads();
-    Acc<T> acc;
-    acc.zero();
-    gemm_mainloop(p, tiles, acc, 0, p.ktot);
-    acc.each([&](int r, int c, float v) {
+    gemm_tile<T>(p, 0, p.ktot, [&](int r, int c, float v) {
         const int m = p.m0 + r, co = p.n0 + c;
         if (m < p.mtot && co < cout) st(y, (long)m * cout + co, bias ? v + ld(bias, co) : v);
     });
@@ -314,8 +356,8 @@ template <typename T> struct Dgrad {
         if (r >= BM) return;
         int4 e = make_int4(-1, 0, 0, 0);
         if (m < mtot) {
-            const int n = m / (hp * wp), rem = m - n * (hp * wp);
-            const int a = rem / wp, b = rem - a * wp;
+            int n, a, b;  // image, phase row, phase column
+            split_pixel(m, hp, wp, n, a, b);
             const int iy = py + a * g.s, ix = px + b * g.s;
             e = make_int4((n * g.h + iy) * g.w + ix, n * g.ho, iy + g.pad, ix + g.pad);
         }
@@ -366,12 +408,11 @@ template <typename T> struct Dgrad {
 template <typename T>
 __device__ void conv_dgrad_impl(const T* __restrict__ dy, const T* __restrict__ wt, T* __restrict__ dx, int n, int h,
                                 int w, int cin, int cout, int k, int s, int ho, int wo) {
-    __shared__ Tiles<T> tiles;
     __shared__ int4 rows[BM];
     Dgrad<T> p;
     p.dy = dy;
     p.wt = wt;
-    p.g = Geom{n, h, w, cin, cout, k, s, k / 2, ho, wo};
+    set_geometry(p, n, h, w, cin, cout, k, s, ho, wo);
     p.py = blockIdx.z / s;
     p.px = blockIdx.z % s;
     p.ky0 = (p.py + p.g.pad) % s;
@@ -381,16 +422,12 @@ __device__ void conv_dgrad_impl(const T* __restrict__ dy, const T* __restrict__ 
     p.hp = (h - p.py + s - 1) / s;  // input rows of this phase (0 if h <= py)
     p.wp = (w - p.px + s - 1) / s;
     p.mtot = n * p.hp * p.wp;
-    p.m0 = blockIdx.x * BM;
-    p.n0 = blockIdx.y * BN;
     if (p.m0 >= p.mtot) return;  // the grid is sized for the largest phase; whole block
     p.rows = rows;
     p.init();
     __syncthreads();
-    Acc<T> acc;
-    acc.zero();
-    gemm_mainloop(p, tiles, acc, 0, nky * p.nkx * cout);  // K = 0: the phase gets zeros
-    acc.each([&](int r, int c, float v) {
+    // K = 0 (no tap reaches the phase): it gets zeros.
+    gemm_tile<T>(p, 0, nky * p.nkx * cout, [&](int r, int c, float v) {
         const int pixel = rows[r].x, ci = p.n0 + c;
         if (pixel >= 0 && ci < cin) st(dx, (long)pixel * cin + ci, v);
     });
@@ -418,38 +455,21 @@ template <typename T> struct Wgrad {
     __device__ void init(int kc) {
         const int kk = n0 + elem_mn<false>(0);
         col_ok = kk < kc;
-        ci = ky = kx = 0;
-        if (col_ok) {
-            const int tap = kk / g.cin;
-            ci = kk - tap * g.cin;
-            ky = tap / g.k;
-            kx = tap - ky * g.k;
-        }
+        patch_tap(g, kk, col_ok, ci, ky, kx);
     }
     __device__ void prepare(int k0, int k_end, int buf) {
-        const int t = threadIdx.x, p = k0 + t;
-        if (t >= BK) return;
-        int4 e = make_int4(-1, 0, 0, 0);
-        if (p < k_end) {
-            const int n = p / (g.ho * g.wo), rem = p - n * (g.ho * g.wo);
-            const int oy = rem / g.wo, ox = rem - oy * g.wo;
-            e = make_int4(n * g.h, oy * g.s - g.pad, ox * g.s - g.pad, 0);
-        }
-        pix[buf][t] = e;
+        const int t = threadIdx.x;
+        if (t < BK) pix[buf][t] = patch_origin(g, k0 + t, k_end);
     }
     __device__ void load(T (&ra)[PER_THREAD], T (&rb)[PER_THREAD], int k0, int k_end, int buf) {
         const int co = m0 + elem_mn<false>(0);
 #pragma unroll
         for (int i = 0; i < PER_THREAD; ++i) {
             const int kl = elem_k<false>(i), p = k0 + kl;
-            T va = zero<T>(), vb = zero<T>();
+            T va = zero<T>();
             if (co < g.cout && p < k_end) va = dy[p * g.cout + co];
-            const int4 e = pix[buf][kl];
-            const int iy = e.y + ky, ix = e.z + kx;
-            if (col_ok && e.x >= 0 && inside(iy, g.h) && inside(ix, g.w))
-                vb = x[((e.x + iy) * g.w + ix) * g.cin + ci];
             ra[i] = va;
-            rb[i] = vb;
+            rb[i] = patch_value(x, g, pix[buf][kl], ky, kx, ci, col_ok);
         }
     }
 };
@@ -460,22 +480,16 @@ template <typename T>
 __device__ void conv_wgrad_impl(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw,
                                 float* __restrict__ part, int n, int h, int w, int cin, int cout, int k, int s, int ho,
                                 int wo, int chunk) {
-    __shared__ Tiles<T> tiles;
     __shared__ int4 pix[2][BK];
     Wgrad<T> p;
     p.x = x;
     p.dy = dy;
-    p.g = Geom{n, h, w, cin, cout, k, s, k / 2, ho, wo};
-    p.m0 = blockIdx.x * BM;
-    p.n0 = blockIdx.y * BN;
+    set_geometry(p, n, h, w, cin, cout, k, s, ho, wo);
     p.pix = pix;
     const int kc = k * k * cin, pixels = n * ho * wo;
     p.init(kc);
     const int k_begin = blockIdx.z * chunk, k_end = min(k_begin + chunk, pixels);
-    Acc<T> acc;
-    acc.zero();
-    gemm_mainloop(p, tiles, acc, k_begin, k_end);
-    acc.each([&](int r, int c, float v) {
+    gemm_tile<T>(p, k_begin, k_end, [&](int r, int c, float v) {
         const int co = p.m0 + r, kk = p.n0 + c;
         if (co >= cout || kk >= kc) return;
         const int i = co * kc + kk;

@@ -110,6 +110,39 @@ __device__ __forceinline__ Lanes lanes_of(int c) {
     return L;
 }
 
+// f(ch) for each channel ch this thread owns (lanes L, the note at the top).
+template <typename F> __device__ __forceinline__ void for_each_channel(const Lanes& L, int c, F f) {
+    for (int ch0 = 0; ch0 < c; ch0 += blockDim.x) {
+        const int ch = ch0 + L.cl;
+        if (L.pl < L.P && ch < c) f(ch);
+    }
+}
+
+// f(i) for each pixel of channel ch that this thread owns, i the element's
+// index in x (and dy, y, dx): CTA (split, img) = (blockIdx.x, blockIdx.y)
+// owns pixels [p0, p1) of image img, the thread p0 + L.pl and every L.P-th
+// pixel after it.
+template <typename F>
+__device__ __forceinline__ void for_each_pixel(int hw, int c, int pps, const Lanes& L, int ch, F f) {
+    const long p0 = (long)blockIdx.x * pps;
+    const long p1 = min(p0 + pps, (long)hw);
+    const long base = (long)blockIdx.y * hw * c;
+#pragma unroll 4
+    for (long p = p0 + L.pl; p < p1; p += L.P) f(base + p * c + ch);
+}
+
+// Merges item(k) for k < count over a warp (lane l takes k = l, l+32, ...
+// in order, then a fixed tree); only lane 0's result is meaningful.
+template <typename F> __device__ __forceinline__ Moments warp_moments(int count, int width, F item) {
+    Moments a = {0.0f, 0.0f, 0.0f};
+    for (int k = threadIdx.x & 31; k < count; k += 32) {
+        const Moments b = item(k);
+        merge(a, b.n, b.mean, b.m2);
+    }
+    warp_merge(a, width);
+    return a;
+}
+
 __device__ __forceinline__ float sigmoid_f(float z) { return 1.0f / (1.0f + __expf(-z)); }
 
 // dL/dz for z = xhat*gamma + beta followed (or not) by SiLU.
@@ -137,9 +170,7 @@ __device__ void group_norm_stats_impl(const T* x, float* part, int hw, int c, in
     const long p1 = min(p0 + pps, (long)hw);
     const T* xi = x + (long)img * hw * c;
 
-    for (int ch0 = 0; ch0 < c; ch0 += T_) {
-        int ch = ch0 + L.cl;
-        if (L.pl >= L.P || ch >= c) continue;
+    for_each_channel(L, c, [&](int ch) {
         long p = p0 + L.pl;
         float shift = p < p1 ? ld(xi, p * c + ch) : 0.0f;
         float s = 0.0f, q = 0.0f, cnt = 0.0f;
@@ -154,7 +185,7 @@ __device__ void group_norm_stats_impl(const T* x, float* part, int hw, int c, in
         sn[slot] = cnt;
         smean[slot] = cnt > 0.0f ? shift + s / cnt : 0.0f;
         sm2[slot] = cnt > 0.0f ? fmaxf(q - s * (s / cnt), 0.0f) : 0.0f;
-    }
+    });
     __syncthreads();
 
     // Warp per group: lanes take the group's slots k = lane, lane+32, ...
@@ -163,12 +194,10 @@ __device__ void group_norm_stats_impl(const T* x, float* part, int hw, int c, in
     const int per_group = L.P * cg;
     const int width = tree_width(per_group);
     for (int g = threadIdx.x >> 5; g < groups; g += warps) {
-        Moments a = {0.0f, 0.0f, 0.0f};
-        for (int k = lane; k < per_group; k += 32) {
+        const Moments a = warp_moments(per_group, width, [&](int k) {
             int slot = (k / cg) * c + g * cg + k % cg;
-            merge(a, sn[slot], smean[slot], sm2[slot]);
-        }
-        warp_merge(a, width);
+            return Moments{sn[slot], smean[slot], sm2[slot]};
+        });
         if (lane == 0) {
             float* o = part + (((long)img * splits + split) * groups + g) * 3;
             o[0] = a.n;
@@ -194,12 +223,10 @@ __device__ void group_norm_apply_impl(const T* x, const T* gamma, const T* beta,
     // Statistics of this image's groups: warp per group, lanes over splits.
     const int width = tree_width(splits);
     for (int g = threadIdx.x >> 5; g < groups; g += warps) {
-        Moments a = {0.0f, 0.0f, 0.0f};
-        for (int s = lane; s < splits; s += 32) {
+        const Moments a = warp_moments(splits, width, [&](int s) {
             const float* p = part + (((long)img * splits + s) * groups + g) * 3;
-            merge(a, p[0], p[1], p[2]);
-        }
-        warp_merge(a, width);
+            return Moments{p[0], p[1], p[2]};
+        });
         if (lane == 0) {
             float var = a.n > 0.0f ? fmaxf(a.m2 / a.n, 0.0f) : 0.0f;
             float rstd = 1.0f / sqrtf(var + GN_EPS);
@@ -215,21 +242,14 @@ __device__ void group_norm_apply_impl(const T* x, const T* gamma, const T* beta,
 
     const Lanes L = lanes_of(c);
     const int cg = c / groups;
-    const long p0 = (long)split * pps;
-    const long p1 = min(p0 + pps, (long)hw);
-    const long base = (long)img * hw * c;
-    for (int ch0 = 0; ch0 < c; ch0 += T_) {
-        int ch = ch0 + L.cl;
-        if (L.pl >= L.P || ch >= c) continue;
+    for_each_channel(L, c, [&](int ch) {
         const float m = smean[ch / cg], r = srstd[ch / cg];
         const float ga = ld(gamma, ch), be = ld(beta, ch);
-#pragma unroll 4
-        for (long p = p0 + L.pl; p < p1; p += L.P) {
-            long i = base + p * c + ch;
+        for_each_pixel(hw, c, pps, L, ch, [&](long i) {
             float z = (ld(x, i) - m) * r * ga + be;
             st(y, i, silu ? z * sigmoid_f(z) : z);
-        }
-    }
+        });
+    });
 }
 #define GN_APPLY_PARAMS(T)                                                                                   \
     (const T* x, const T* gamma, const T* beta, const float* part, T* y, float* stats, int hw, int c, int groups, \
@@ -252,29 +272,22 @@ __device__ void group_norm_bwd_partial_impl(const T* x, const T* dy, const T* ga
     float* sxh = smem;
     float* sdz = smem + slots;
     const int cg = c / groups;
-    const long p0 = (long)split * pps;
-    const long p1 = min(p0 + pps, (long)hw);
-    const long base = (long)img * hw * c;
 
-    for (int ch0 = 0; ch0 < c; ch0 += T_) {
-        int ch = ch0 + L.cl;
-        if (L.pl >= L.P || ch >= c) continue;
+    for_each_channel(L, c, [&](int ch) {
         const int g = ch / cg;
         const float m = stats[((long)img * groups + g) * 2], r = stats[((long)img * groups + g) * 2 + 1];
         const float ga = ld(gamma, ch), be = ld(beta, ch);
         float sum_xh = 0.0f, sum_dz = 0.0f;
-#pragma unroll 4
-        for (long p = p0 + L.pl; p < p1; p += L.P) {
-            long i = base + p * c + ch;
+        for_each_pixel(hw, c, pps, L, ch, [&](long i) {
             float xhat = (ld(x, i) - m) * r;
             float dz = pre_act_grad(ld(dy, i), xhat, ga, be, silu);
             sum_xh += dz * xhat;
             sum_dz += dz;
-        }
+        });
         int slot = L.pl * c + ch;
         sxh[slot] = sum_xh;
         sdz[slot] = sum_dz;
-    }
+    });
     __syncthreads();
 
     for (int ch = threadIdx.x; ch < c; ch += T_) {
@@ -347,7 +360,7 @@ __device__ void group_norm_bwd_apply_impl(const T* x, const T* dy, const T* gamm
     float* srstd = smem + groups;
     float* sA = smem + 2 * groups;  // mean over the group of dz*gamma
     float* sB = smem + 3 * groups;  // mean over the group of dz*gamma*xhat
-    const int img = blockIdx.y, split = blockIdx.x;
+    const int img = blockIdx.y;
     const int T_ = blockDim.x, lane = threadIdx.x & 31, warps = T_ >> 5;
     const int cg = c / groups;
     const float inv_count = 1.0f / ((float)hw * (float)cg);
@@ -374,23 +387,16 @@ __device__ void group_norm_bwd_apply_impl(const T* x, const T* dy, const T* gamm
     __syncthreads();
 
     const Lanes L = lanes_of(c);
-    const long p0 = (long)split * pps;
-    const long p1 = min(p0 + pps, (long)hw);
-    const long base = (long)img * hw * c;
-    for (int ch0 = 0; ch0 < c; ch0 += T_) {
-        int ch = ch0 + L.cl;
-        if (L.pl >= L.P || ch >= c) continue;
+    for_each_channel(L, c, [&](int ch) {
         const int g = ch / cg;
         const float m = smean[g], r = srstd[g], A = sA[g], B = sB[g];
         const float ga = ld(gamma, ch), be = ld(beta, ch);
-#pragma unroll 4
-        for (long p = p0 + L.pl; p < p1; p += L.P) {
-            long i = base + p * c + ch;
+        for_each_pixel(hw, c, pps, L, ch, [&](long i) {
             float xhat = (ld(x, i) - m) * r;
             float dz = pre_act_grad(ld(dy, i), xhat, ga, be, silu);
             st(dx, i, r * (dz * ga - A - xhat * B));
-        }
-    }
+        });
+    });
 }
 #define GN_BWD_APPLY_PARAMS(T)                                                                             \
     (const T* x, const T* dy, const T* gamma, const T* beta, const float* stats, const float* ws2, T* dx, int hw, \

@@ -18,38 +18,43 @@
 // Numbers: memory-bound; not yet measured on a GPU.
 #include "common.cuh"
 
-// x [rows = n*h, w, c] -> y [n, 2h, 2w, c].
-template <typename T> __device__ void resample_up2x_impl(const T* x, T* y, int rows, int w, int c, float scale) {
+// The grid walk both kernels share (see Launch above): for each row r of the
+// smaller tensor [rows, w, c] that this thread visits, f(small, top, bottom)
+// with small = the index of this thread's element there, and top, bottom =
+// the indices in the larger tensor [2*rows, 2w, c] of the first of the 2x2
+// elements it maps to, in rows 2r and 2r+1 (the others: top + c, bottom + c).
+template <typename F> __device__ __forceinline__ void for_each_2x2(int rows, int w, int c, F f) {
     const long row_len = (long)w * c;
     const long e = blockIdx.x * (long)blockDim.x + threadIdx.x;
     if (e >= row_len) return;
-    const long ix = e / c, ch = e - ix * c;
+    const long px = e / c, ch = e - px * c;
     for (long r = blockIdx.y; r < rows; r += gridDim.y) {
-        float v = scale * ld(x, r * row_len + e);
-        // Output row 2r of width 2w (image i row a maps to row 2(i*h + a)).
-        long o = 2 * r * 2 * row_len + 2 * ix * c + ch;
-        st(y, o, v);
-        st(y, o + c, v);
-        st(y, o + 2 * row_len, v);
-        st(y, o + 2 * row_len + c, v);
+        // Larger rows 2r and 2r+1, each 2*row_len long (image i row a of the
+        // smaller tensor maps to rows 2(i*h + a) and 2(i*h + a) + 1).
+        const long top = 2 * r * 2 * row_len + 2 * px * c + ch;
+        f(r * row_len + e, top, top + 2 * row_len);
     }
+}
+
+// x [rows = n*h, w, c] -> y [n, 2h, 2w, c].
+template <typename T> __device__ void resample_up2x_impl(const T* x, T* y, int rows, int w, int c, float scale) {
+    for_each_2x2(rows, w, c, [&](long small, long top, long bottom) {
+        float v = scale * ld(x, small);
+        st(y, top, v);
+        st(y, top + c, v);
+        st(y, bottom, v);
+        st(y, bottom + c, v);
+    });
 }
 #define UP2X_PARAMS(T) (const T* x, T* y, int rows, int w, int c, float scale)
 EXPORT_F32_BF16(resample_up2x, UP2X_PARAMS, (x, y, rows, w, c, scale))
 
 // x [n, 2*ho, 2*wo, c] -> y [rows = n*ho, wo, c].
 template <typename T> __device__ void resample_sum2x2_impl(const T* x, T* y, int rows, int wo, int c, float scale) {
-    const long row_len = (long)wo * c;
-    const long e = blockIdx.x * (long)blockDim.x + threadIdx.x;
-    if (e >= row_len) return;
-    const long ox = e / c, ch = e - ox * c;
-    for (long r = blockIdx.y; r < rows; r += gridDim.y) {
-        // Input rows 2r and 2r+1, each 2*row_len long.
-        long top = 2 * r * 2 * row_len + 2 * ox * c + ch;
-        long bottom = top + 2 * row_len;
+    for_each_2x2(rows, wo, c, [&](long small, long top, long bottom) {
         float s = ld(x, top) + ld(x, top + c) + ld(x, bottom) + ld(x, bottom + c);
-        st(y, r * row_len + e, scale * s);
-    }
+        st(y, small, scale * s);
+    });
 }
 #define SUM2X2_PARAMS(T) (const T* x, T* y, int rows, int wo, int c, float scale)
 EXPORT_F32_BF16(resample_sum2x2, SUM2X2_PARAMS, (x, y, rows, wo, c, scale))
