@@ -32,3 +32,13 @@ for method in nadb i2sb nadb-nomean i2sb-mean; do
     train "$method" train --method "$method" --mean-checkpoint "$work/mean.safetensors" \
         --steps "$bridge_steps"
 done
+
+# The comparison table (center 128x128 crops of the validation photographs).
+"$nadb" eval --data "$data/val" --task "$task" \
+    --methods input,mean,i2sb,i2sb-mean,nadb,nadb-nomean --nfe 1,5,10 \
+    --mean-checkpoint "$work/mean.safetensors" \
+    --checkpoint "nadb=$work/nadb.safetensors" --checkpoint "i2sb=$work/i2sb.safetensors" \
+    --checkpoint "nadb-nomean=$work/nadb-nomean.safetensors" \
+    --checkpoint "i2sb-mean=$work/i2sb-mean.safetensors" \
+    --csv "$work/eval.csv" > "$work/eval.md" 2>>"$work/eval.log"
+cat "$work/eval.md"
