@@ -202,17 +202,12 @@ fn info_reports_named_configs() {
     assert!(!ok && err.contains("unknown config 'huge'"), "{err}");
 }
 
-/// `nadb export`: a training checkpoint becomes its EMA weights alone in
-/// bf16 (half the size of one f32 group), keeps the run's settings with the
-/// mean network's path replaced, refuses to overwrite, and restores.
-#[test]
-fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
+/// A `tiny` nadb-nomean training checkpoint at `path` whose EMA weights are
+/// all different from zero (a fresh network's output layer is zero).
+fn saved_bridge_with_varied_ema(path: &Path) -> nadb::train::Trainer {
     use nadb::bridge::Method;
     use nadb::degrade::Task;
-    use nadb::train::{load_inference_net, Role, RunSettings, Trainer};
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("run.safetensors");
-    let out = dir.path().join("shipped.safetensors");
+    use nadb::train::{Role, RunSettings, Trainer};
     let settings = RunSettings::new(Role::Bridge(Method::NadbNoMean), Task::Sr4Pool);
     let mut t = Trainer::new(settings, &UnetConfig::named("tiny").unwrap()).unwrap();
     for (i, w) in t.ema.weights.iter_mut().enumerate() {
@@ -220,7 +215,21 @@ fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
             *v = ((i * 31 + j * 7) % 97) as f32 / 97.0 - 0.5;
         }
     }
-    t.save(&src).unwrap();
+    t.save(path).unwrap();
+    t
+}
+
+/// `nadb export`: a training checkpoint becomes its EMA weights alone in
+/// bf16 (half the size of one f32 group), keeps the run's settings with the
+/// mean network's path replaced, refuses to overwrite, and restores.
+#[test]
+fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
+    use nadb::bridge::Method;
+    use nadb::train::{load_inference_net, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("run.safetensors");
+    let out = dir.path().join("shipped.safetensors");
+    let t = saved_bridge_with_varied_ema(&src);
     let (ok, _, err) = nadb(&[
         "export",
         src.to_str().unwrap(),
@@ -259,20 +268,11 @@ fn export_keeps_the_ema_weights_in_bf16_and_the_settings() {
 /// forward pass; a bridge without "t" is refused in one line.
 #[test]
 fn forward_writes_the_networks_output() {
-    use nadb::bridge::Method;
-    use nadb::degrade::Task;
-    use nadb::train::{infer_at, Role, RunSettings, Trainer};
+    use nadb::train::infer_at;
     use nadb::Tensor;
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("bridge.safetensors");
-    let settings = RunSettings::new(Role::Bridge(Method::NadbNoMean), Task::Sr4Pool);
-    let mut t = Trainer::new(settings, &UnetConfig::named("tiny").unwrap()).unwrap();
-    for (i, w) in t.ema.weights.iter_mut().enumerate() {
-        for (j, v) in w.data_mut().iter_mut().enumerate() {
-            *v = ((i * 13 + j * 5) % 89) as f32 / 89.0 - 0.5;
-        }
-    }
-    t.save(&ck).unwrap();
+    saved_bridge_with_varied_ema(&ck);
     let x = Tensor::from_vec(
         &[2, 16, 16, 3],
         (0..2 * 16 * 16 * 3)
