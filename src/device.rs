@@ -52,10 +52,10 @@ impl Device {
         matches!(self, Device::Cuda(_))
     }
 
-    /// A copy of a host tensor on this device.
-    pub fn put(self, t: &Tensor) -> Result<Tensor> {
+    /// A host tensor on this device (moved, not copied, on the CPU).
+    pub fn put(self, t: Tensor) -> Result<Tensor> {
         match self {
-            Device::Cpu => t.to_host(),
+            Device::Cpu => t.into_host(),
             Device::Cuda(dtype) => t.to_cuda(dtype),
         }
     }

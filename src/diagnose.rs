@@ -68,8 +68,8 @@ pub fn diagnose(data: &Path, plan: &DiagnosePlan) -> Result<Vec<Point>> {
     } = *plan;
     let set = Dataset::open(data, crop)?;
     let clean = set.batch(batch, seed, 0);
-    let degraded = device.put(&crate::degrade::degrade(task, &clean)?)?;
-    let clean = device.put(&clean)?;
+    let degraded = device.put(crate::degrade::degrade(task, &clean)?)?;
+    let clean = device.put(clean)?;
     let mut points = Vec::new();
     for path in &plan.checkpoints {
         let probe =

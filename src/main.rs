@@ -792,7 +792,7 @@ fn forward_cmd(a: ForwardArgs, device: Device, device_line: &str) -> Result<()> 
     };
     eprintln!("{device_line}");
     let net = net.on(device)?;
-    let x = device.put(&x)?;
+    let x = device.put(x)?;
     let t = match (device, t) {
         (Device::Cuda(_), Some(t)) => Some(t.to_cuda(nadb::tensor::DType::F32)?),
         (_, t) => t,

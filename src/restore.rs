@@ -310,7 +310,7 @@ fn crop_batch_item(batch: &Tensor, i: usize) -> Tensor {
 /// The mean network alone: one forward pass (the paper's "mean" row).
 pub fn mean_estimate(mean: &Unet, degraded: &Tensor, device: Device) -> Result<Tensor> {
     let (_, h, w, _) = degraded.nhwc();
-    let x1 = device.put(&pad_reflect(degraded, mean.config.side_multiple())?)?;
+    let x1 = device.put(pad_reflect(degraded, mean.config.side_multiple())?)?;
     let e = source_endpoint(Some(mean), &x1).into_host()?;
     Ok(crop(&e, 0, 0, h, w))
 }

@@ -13,7 +13,7 @@ use crate::error::Result;
 use std::fmt;
 
 /// Element type of a device tensor (host tensors are always f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     /// bf16 storage; kernels accumulate in f32.

@@ -149,7 +149,8 @@ struct GpuRun {
     /// The network with its working (f32 or bf16) weights on the device.
     net: Unet,
     mean: Option<Unet>,
-    device: Device,
+    /// Storage type of the working weights and activations.
+    dtype: DType,
 }
 
 /// Loads a frozen network for inference: the EMA weights where the
@@ -297,7 +298,7 @@ impl Trainer {
             opt,
             net: Unet::from_params(&self.net.config, working)?,
             mean: self.mean.as_ref().map(|m| m.to_cuda(dtype)).transpose()?,
-            device,
+            dtype,
         });
         Ok(self)
     }
@@ -396,7 +397,7 @@ impl Trainer {
         let on_device;
         let (clean, degraded) = match &self.gpu {
             Some(g) => {
-                on_device = (g.device.put(clean)?, g.device.put(degraded)?);
+                on_device = (clean.to_cuda(g.dtype)?, degraded.to_cuda(g.dtype)?);
                 (&on_device.0, &on_device.1)
             }
             None => (clean, degraded),

@@ -65,9 +65,19 @@ fn tile_grid(g: &Geometry) -> Option<(u32, u32, u32)> {
 }
 
 /// `out` and the log-sum-exp `lse` of `softmax(q k^T * scale) v`.
+/// The kernel of `names` (head dim 32, head dim 64) for this call; other
+/// head dims never reach a launch (`tile_grid` refuses them).
+fn by_head_dim(g: &Geometry, names: [&'static str; 2]) -> &'static str {
+    if g.hd == 32 {
+        names[0]
+    } else {
+        names[1]
+    }
+}
+
 fn launch_forward(qkv: &Tensor, out: &Tensor, lse: &Tensor, g: &Geometry, grid: (u32, u32, u32)) {
     opened().launch(
-        &format!("attention_fwd_hd{}", g.hd),
+        by_head_dim(g, ["attention_fwd_hd32", "attention_fwd_hd64"]),
         qkv.dtype(),
         grid,
         (THREADS, 1, 1),
@@ -128,7 +138,7 @@ fn backward_args(
 /// The dK and dV channels of `dqkv`, one CTA per key tile.
 fn launch_dkdv(args: &[Arg; 8], dtype: DType, g: &Geometry, grid: (u32, u32, u32)) {
     opened().launch(
-        &format!("attention_bwd_dkdv_hd{}", g.hd),
+        by_head_dim(g, ["attention_bwd_dkdv_hd32", "attention_bwd_dkdv_hd64"]),
         dtype,
         grid,
         (THREADS, 1, 1),
@@ -140,7 +150,7 @@ fn launch_dkdv(args: &[Arg; 8], dtype: DType, g: &Geometry, grid: (u32, u32, u32
 /// The dQ channels of `dqkv`, one CTA per query tile.
 fn launch_dq(args: &[Arg; 8], dtype: DType, g: &Geometry, grid: (u32, u32, u32)) {
     opened().launch(
-        &format!("attention_bwd_dq_hd{}", g.hd),
+        by_head_dim(g, ["attention_bwd_dq_hd32", "attention_bwd_dq_hd64"]),
         dtype,
         grid,
         (THREADS, 1, 1),

@@ -56,7 +56,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: Vec<(&'static str, Arc<CudaModule>)>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    functions: Mutex<HashMap<(&'static str, Option<DType>), CudaFunction>>,
     pub(crate) pool: memory::Pool,
     error: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -239,15 +239,22 @@ impl Gpu {
         }
     }
 
-    fn function(&self, name: &str) -> std::result::Result<CudaFunction, String> {
+    /// The kernel `base` (with `_f32`/`_bf16` added for a `dtype`), loaded
+    /// once and cached by its static name: no string is built per launch.
+    fn function(
+        &self,
+        base: &'static str,
+        dtype: Option<DType>,
+    ) -> std::result::Result<CudaFunction, String> {
         let mut cache = self.functions.lock().expect("function cache lock");
-        if let Some(f) = cache.get(name) {
+        if let Some(f) = cache.get(&(base, dtype)) {
             return Ok(f.clone());
         }
+        let name = kernel_name(base, dtype);
         let f = self
             .modules
             .iter()
-            .find_map(|(_, m)| m.load_function(name).ok())
+            .find_map(|(_, m)| m.load_function(&name).ok())
             .ok_or_else(|| format!("no kernel named {name} in this build"))?;
         // Allow every kernel the device's whole opt-in shared memory once,
         // here, rather than per launch (which a graph capture would see).
@@ -259,28 +266,40 @@ impl Gpu {
         let dynamic = self.max_shared_bytes as i32 - fixed;
         f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
             .map_err(|e| format!("{name}: shared memory limit {dynamic} B: {e:?}"))?;
-        cache.insert(name.to_string(), f.clone());
+        cache.insert((base, dtype), f.clone());
         Ok(f)
     }
 
     /// Launches `<kernel>_<dtype>` on the stream. Never blocks the host.
     pub fn launch(
         &self,
-        kernel: &str,
+        kernel: &'static str,
         dtype: DType,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         shared_mem_bytes: u32,
         args: &[Arg],
     ) {
-        let name = format!("{kernel}_{}", dtype.suffix());
-        self.launch_named(&name, grid, block, shared_mem_bytes, args);
+        self.launch_kernel(kernel, Some(dtype), grid, block, shared_mem_bytes, args);
     }
 
-    /// Launches a kernel by its full exported name.
+    /// Launches a kernel by its full exported name (one with no type
+    /// variants).
     pub fn launch_named(
         &self,
-        name: &str,
+        name: &'static str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_mem_bytes: u32,
+        args: &[Arg],
+    ) {
+        self.launch_kernel(name, None, grid, block, shared_mem_bytes, args);
+    }
+
+    fn launch_kernel(
+        &self,
+        base: &'static str,
+        dtype: Option<DType>,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         shared_mem_bytes: u32,
@@ -289,14 +308,15 @@ impl Gpu {
         if self.has_failed() || grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return;
         }
-        let func = match self.function(name) {
+        let func = match self.function(base, dtype) {
             Ok(f) => f,
             Err(e) => return self.fail(e),
         };
         if shared_mem_bytes > self.max_shared_bytes {
             // (The driver would refuse the launch; say why.)
             return self.fail(format!(
-                "{name}: asks for {shared_mem_bytes} B of shared memory, the device has {}",
+                "{}: asks for {shared_mem_bytes} B of shared memory, the device has {}",
+                kernel_name(base, dtype),
                 self.max_shared_bytes
             ));
         }
@@ -319,7 +339,8 @@ impl Gpu {
                 self.launches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => self.fail(format!(
-                "launching {name} grid {grid:?} block {block:?}: {e:?}"
+                "launching {} grid {grid:?} block {block:?}: {e:?}",
+                kernel_name(base, dtype)
             )),
         }
     }
@@ -342,6 +363,14 @@ impl Gpu {
 
     pub(crate) fn count_graph_launch(&self) {
         self.graph_launches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The exported name: `base`, with the type suffix when it has variants.
+fn kernel_name(base: &str, dtype: Option<DType>) -> String {
+    match dtype {
+        Some(d) => format!("{base}_{}", d.suffix()),
+        None => base.to_string(),
     }
 }
 
