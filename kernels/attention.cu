@@ -56,12 +56,6 @@ template <int D> __host__ __device__ constexpr int fwd_smem_floats() { return D 
 template <int D> __host__ __device__ constexpr int dkdv_smem_floats() { return 2 * D * LD4 + 2 * BM * LD4 + 2 * D * LD1 + 2 * BM; }
 template <int D> __host__ __device__ constexpr int dq_smem_floats() { return 2 * D * LD4 + BN * LD4 + 2 * D * LD1; }
 
-__device__ __forceinline__ unsigned dynamic_smem_bytes() {
-    unsigned r;
-    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
-    return r;
-}
-
 // The dynamic shared memory as floats, after checking it holds `floats` of
 // them: a launch with less is a bug on the host side, so stop loudly rather
 // than write past the allocation.

@@ -2,8 +2,36 @@
 // to f32, reductions, and the Philox 4x32-10 generator that src/rng.rs
 // mirrors bit for bit (same counter/key layout, Box-Muller in double).
 #pragma once
-#include <cuda_bf16.h>
 #include <stdint.h>
+
+// The one seam between the GPU and the emulated device (kernels/host/):
+// nvcc gets the CUDA headers and the inline PTX; a host compiler gets the
+// emulator's built-ins, which compute the same two operations.
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+
+// d += a b for a 16 x 16 (row) by 16 x 8 (column) bf16 product, f32 d.
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Bytes of dynamic shared memory this launch has.
+__device__ __forceinline__ unsigned dynamic_smem_bytes() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+    return r;
+}
+#else
+#include "host/cuda_host.h"
+
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ::emu::mma_m16n8k16_bf16(d, a, b);
+}
+inline unsigned dynamic_smem_bytes() { return ::emu::dynamic_shared_bytes(); }
+#endif
 
 typedef __nv_bfloat16 bf16;
 

@@ -110,14 +110,6 @@ template <> struct Acc<float> {
 // the low half: the element with the smaller index, as mma wants).
 __device__ __forceinline__ uint32_t pair(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// d += a b for a 16 x 16 (row) by 16 x 8 (column) bf16 product, f32 d.
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 // bf16: warp w owns rows 32 (w % 2) .. +32 and columns 16 (w / 2) .. +16,
 // as 2 x 2 mma tiles of 16 x 8. Fragment layout (PTX ISA, m16n8k16):
 // g = lane / 4, q = lane % 4; A regs: (g, 2q), (g+8, 2q), (g, 2q+8),

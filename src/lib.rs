@@ -3,7 +3,9 @@
 //! Layers, bottom up: `tensor` (NHWC storage), `cpu` (the reference backend,
 //! one file per op family), `autograd` (the tape) and `ops` (differentiable
 //! ops on it), `nn` (the ADM U-Net), `optim` (AdamW, EMA, clipping),
-//! `checkpoint` (safetensors in and out).
+//! `checkpoint` (safetensors in and out). Backends, siblings behind the
+//! dispatch in `ops`: `cpu`, and `cuda`, whose driver seam opens a GPU or
+//! the emulated device (`emu`).
 
 pub mod atomic;
 pub mod autograd;
@@ -15,6 +17,7 @@ pub mod cuda;
 pub mod data;
 pub mod degrade;
 pub mod device;
+pub mod emu;
 pub mod diagnose;
 pub mod error;
 pub mod eval;

@@ -75,16 +75,7 @@ fn chunks(rows: usize, other_blocks: usize) -> (usize, usize) {
 
 /// Copies `bytes` from one device address to another, on the stream.
 pub fn copy(src: u64, dst: u64, bytes: usize) {
-    let gpu = opened();
-    if gpu.has_failed() {
-        return;
-    }
-    let r = unsafe {
-        cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, gpu.stream().cu_stream())
-    };
-    if let Err(e) = r {
-        gpu.fail(format!("device copy of {bytes} B: {e:?}"));
-    }
+    opened().copy(src, dst, bytes);
 }
 
 /// Sets every element to `value`.

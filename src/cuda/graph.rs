@@ -9,13 +9,12 @@
 //! device. Run the body once uncaptured first, so the kernels are loaded
 //! and the pool holds buffers of every size it needs.
 
+use super::driver::DriverGraph;
 use super::{opened, Gpu};
 use crate::error::{Error, Result};
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::CudaGraph;
 
 pub struct Graph {
-    graph: CudaGraph,
+    graph: Box<dyn DriverGraph>,
     /// The pool buffers the captured work uses, held until the graph drops.
     buffers: Vec<(u64, usize)>,
     /// Kernel launches recorded in the graph (each replay runs them all).
@@ -29,22 +28,15 @@ impl Graph {
         gpu.check()?;
         let launches_before = gpu.launches();
         gpu.pool.begin_capture();
-        let begin = gpu
-            .stream()
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED);
-        if let Err(e) = begin {
+        if let Err(e) = gpu.driver().begin_capture() {
             gpu.pool.end_capture().ok();
-            return Err(Error(format!("CUDA graph capture: {e:?}")));
+            return Err(Error(format!("CUDA graph capture: {e}")));
         }
         body();
-        let graph = gpu.stream().end_capture(CUgraphInstantiate_flags(0));
+        let graph = gpu.driver().end_capture();
         let buffers = gpu.pool.end_capture();
         gpu.check()?;
-        let graph = match graph {
-            Ok(Some(g)) => g,
-            Ok(None) => return Err(Error("CUDA graph capture recorded nothing".into())),
-            Err(e) => return Err(Error(format!("CUDA graph capture: {e:?}"))),
-        };
+        let graph = graph.map_err(|e| Error(format!("CUDA graph capture: {e}")))?;
         let buffers = buffers.map_err(|e| Error(format!("CUDA graph capture: {e}")))?;
         Ok(Graph {
             graph,
@@ -57,9 +49,11 @@ impl Graph {
     pub fn launch(&self) -> Result<()> {
         let gpu: &Gpu = opened();
         gpu.check()?;
-        self.graph
-            .launch()
-            .map_err(|e| Error(format!("CUDA graph launch: {e:?}")))?;
+        if let Err(e) = self.graph.launch() {
+            // The device may be left in any state: keep the failure.
+            gpu.fail(format!("CUDA graph launch: {e}"));
+            return gpu.check();
+        }
         gpu.count_graph_launch();
         Ok(())
     }

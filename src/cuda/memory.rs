@@ -75,11 +75,13 @@ impl Pool {
         self.state.lock().expect("pool lock")
     }
 
-    /// A buffer of `bytes` (uninitialised). On failure the GPU's sticky
+    /// A buffer of `bytes` (uninitialised), of which exactly `bytes` are
+    /// live for the emulated device's bounds checks. On failure the GPU's sticky
     /// error is set and a null buffer returned: launches are skipped from
     /// then on, and the caller's next check reports it.
     pub fn alloc(&self, bytes: usize) -> DeviceBuffer {
         let gpu = opened();
+        let live = bytes;
         let bytes = bytes.max(1).div_ceil(GRANULE) * GRANULE;
         let mut s = self.lock();
         let ptr = match s.free.get_mut(&bytes).and_then(Vec::pop) {
@@ -91,12 +93,11 @@ impl Pool {
                 if gpu.has_failed() {
                     return DeviceBuffer { ptr: 0, bytes };
                 }
-                let _ = gpu.context().bind_to_thread();
-                let mut fresh = unsafe { cudarc::driver::result::malloc_sync(bytes) };
+                let mut fresh = gpu.driver().alloc(bytes);
                 if fresh.is_err() {
                     // Give the cached buffers back to the driver and retry.
                     Self::release_cached(&mut s);
-                    fresh = unsafe { cudarc::driver::result::malloc_sync(bytes) };
+                    fresh = gpu.driver().alloc(bytes);
                 }
                 match fresh {
                     Ok(p) => {
@@ -107,7 +108,7 @@ impl Pool {
                         let in_use = s.in_use_bytes;
                         drop(s);
                         gpu.fail(format!(
-                            "out of memory: allocating {:.1} MiB with {:.1} MiB in use ({e:?})",
+                            "out of memory: allocating {:.1} MiB with {:.1} MiB in use ({e})",
                             bytes as f64 / 1048576.0,
                             in_use as f64 / 1048576.0
                         ));
@@ -116,6 +117,7 @@ impl Pool {
                 }
             }
         };
+        gpu.driver().set_live_bytes(ptr, live);
         s.in_use_bytes += bytes;
         s.peak_in_use_bytes = s.peak_in_use_bytes.max(s.in_use_bytes);
         if let Some(list) = &mut s.capturing {
@@ -125,6 +127,7 @@ impl Pool {
     }
 
     fn release(&self, ptr: u64, bytes: usize) {
+        opened().driver().set_live_bytes(ptr, 0);
         let mut s = self.lock();
         s.in_use_bytes -= bytes;
         s.cached_bytes += bytes;
@@ -134,8 +137,7 @@ impl Pool {
     fn release_cached(s: &mut PoolState) {
         for (bytes, ptrs) in s.free.drain() {
             for p in ptrs {
-                // Best effort: a failed free leaves the memory to the driver.
-                let _ = unsafe { cudarc::driver::result::free_sync(p) };
+                opened().driver().free(p);
                 s.cached_bytes -= bytes;
             }
         }
@@ -173,6 +175,8 @@ impl Pool {
             };
             list.swap_remove(i);
             s.cached_bytes -= bytes;
+            // The graph's replays use all of it.
+            opened().driver().set_live_bytes(ptr, bytes);
         }
         Ok(seen)
     }
@@ -181,6 +185,7 @@ impl Pool {
     pub(crate) fn unpin(&self, buffers: &[(u64, usize)]) {
         let mut s = self.lock();
         for &(ptr, bytes) in buffers {
+            opened().driver().set_live_bytes(ptr, 0);
             s.cached_bytes += bytes;
             s.free.entry(bytes).or_default().push(ptr);
         }

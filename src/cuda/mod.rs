@@ -16,6 +16,7 @@
 pub mod attention;
 pub mod bridge;
 pub mod conv;
+pub(crate) mod driver;
 pub mod elementwise;
 pub mod graph;
 pub mod memory;
@@ -25,12 +26,10 @@ pub mod resample;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
-use cudarc::driver::{
-    result, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
-};
+use driver::{Driver, KernelId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -39,6 +38,12 @@ mod ptx {
 /// (module name, PTX) of every kernel file this build compiled.
 pub fn compiled_modules() -> &'static [(&'static str, &'static str)] {
     ptx::PTX_MODULES
+}
+
+/// Whether the CUDA driver library can be loaded (cudarc panics in
+/// `CudaContext::new` when it cannot).
+pub fn driver_present() -> bool {
+    unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
 /// One kernel argument. Device pointers travel as `Ptr`.
@@ -51,12 +56,17 @@ pub enum Arg {
     F32(f32),
 }
 
-/// The device, its stream and its kernels.
+/// A loaded kernel and how many times it was launched from the host.
+struct LoadedKernel {
+    id: KernelId,
+    launches: u64,
+}
+
+/// The device (a GPU through the CUDA driver, or the emulated device),
+/// its kernels and its memory pool.
 pub struct Gpu {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    modules: Vec<(&'static str, Arc<CudaModule>)>,
-    functions: Mutex<HashMap<(&'static str, Option<DType>), CudaFunction>>,
+    driver: Box<dyn Driver>,
+    functions: Mutex<HashMap<(&'static str, Option<DType>), LoadedKernel>>,
     pub(crate) pool: memory::Pool,
     error: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -64,14 +74,22 @@ pub struct Gpu {
     graph_launches: AtomicU64,
     /// Dynamic shared memory a block may opt in to.
     max_shared_bytes: u32,
+    /// Whether this is the emulated device.
+    pub emulated: bool,
     /// Device name, compute capability, memory.
     pub description: String,
 }
 
 static GPU: OnceLock<std::result::Result<Gpu, String>> = OnceLock::new();
 
-/// The CUDA device (ordinal 0), opened on first use; an error says why
-/// there is none (no driver library, no device, a build without kernels).
+/// Whether `gpu()` opens the emulated device: `NADB_CUDA_EMULATE=1`.
+pub fn emulation_requested() -> bool {
+    std::env::var("NADB_CUDA_EMULATE").is_ok_and(|v| v == "1")
+}
+
+/// The device, opened on first use: the emulated device when
+/// `NADB_CUDA_EMULATE=1`, else CUDA device 0; an error says why there is
+/// none (no driver library, no device, a build without kernels).
 pub fn gpu() -> Result<&'static Gpu> {
     GPU.get_or_init(Gpu::open)
         .as_ref()
@@ -89,51 +107,18 @@ pub(crate) fn opened() -> &'static Gpu {
 
 impl Gpu {
     fn open() -> std::result::Result<Gpu, String> {
-        // cudarc panics inside CudaContext::new when libcuda is missing.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err("no CUDA driver library (libcuda) on this machine".into());
-        }
-        if compiled_modules().is_empty() {
-            return Err(
-                "this build has no CUDA kernels: nvcc was not found when it was compiled \
-                 (scripts/install-cuda-toolchain.sh installs the pinned one)"
-                    .into(),
-            );
-        }
-        let count = CudaContext::device_count().map_err(|e| format!("CUDA: {e:?}"))?;
-        if count < 1 {
-            return Err("the CUDA driver sees no device".into());
-        }
-        let ctx = CudaContext::new(0).map_err(|e| format!("CUDA context: {e:?}"))?;
-        // Buffers are managed here (memory::Pool), not through cudarc's
-        // slices, so its per-slice event tracking would only add work.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = ctx
-            .new_stream()
-            .map_err(|e| format!("CUDA stream: {e:?}"))?;
-        let modules = compiled_modules()
-            .iter()
-            .map(|&(name, src)| {
-                ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))
-                    .map(|m| (name, m))
-                    .map_err(|e| format!("loading kernel module {name}: {e:?}"))
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
-        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let total = ctx.total_mem().unwrap_or(0);
-        let optin = cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
-        let max_shared_bytes = ctx.attribute(optin).map_err(|e| format!("{e:?}"))? as u32;
+        let emulated = emulation_requested();
+        let driver: Box<dyn Driver> = if emulated {
+            Box::new(crate::emu::Emulator::open()?)
+        } else {
+            Box::new(driver::CudaDriver::open()?)
+        };
         Ok(Gpu {
-            description: format!(
-                "{name} (sm_{major}{minor}, {:.1} GiB)",
-                total as f64 / (1u64 << 30) as f64
-            ),
+            description: driver.description(),
+            max_shared_bytes: driver.max_shared_bytes(),
+            emulated,
+            driver,
             pool: memory::Pool::new(),
-            max_shared_bytes,
-            ctx,
-            stream,
-            modules,
             functions: Mutex::new(HashMap::new()),
             error: Mutex::new(None),
             failed: AtomicBool::new(false),
@@ -142,12 +127,8 @@ impl Gpu {
         })
     }
 
-    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    pub(crate) fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+    pub(crate) fn driver(&self) -> &dyn Driver {
+        &*self.driver
     }
 
     /// Keeps the first failure; later launches are skipped.
@@ -173,8 +154,8 @@ impl Gpu {
 
     /// Waits for all queued work, then reports any failure.
     pub fn synchronize(&self) -> Result<()> {
-        if let Err(e) = self.stream.synchronize() {
-            self.fail(format!("synchronize: {e:?}"));
+        if let Err(e) = self.driver.synchronize() {
+            self.fail(format!("synchronize: {e}"));
         }
         self.check()
     }
@@ -189,7 +170,6 @@ impl Gpu {
                     .iter()
                     .map(|&v| half::bf16::from_f32(v).to_bits())
                     .collect();
-                // Pageable memory: the copy returns once `narrow` is staged.
                 self.upload_raw(&narrow, dst.device_ptr())
             }
         }
@@ -197,41 +177,47 @@ impl Gpu {
 
     /// Copies plain host values (pointer tables, coefficients) to a device
     /// address holding at least `host.len()` of them.
-    pub(crate) fn upload_raw<T: Copy>(&self, host: &[T], dst: u64) {
+    pub(crate) fn upload_raw<T: bytemuck::Pod>(&self, host: &[T], dst: u64) {
         if self.has_failed() {
             return;
         }
-        let _ = self.ctx.bind_to_thread();
-        let r = unsafe { result::memcpy_htod_async(dst, host, self.stream.cu_stream()) };
-        if let Err(e) = r {
+        if let Err(e) = self.driver.upload(bytemuck::cast_slice(host), dst) {
             self.fail(format!(
-                "upload of {} B: {e:?}",
+                "upload of {} B: {e}",
                 std::mem::size_of_val(host)
             ));
+        }
+    }
+
+    /// Copies `bytes` from one device address to another, on the stream.
+    pub(crate) fn copy(&self, src: u64, dst: u64, bytes: usize) {
+        if self.has_failed() {
+            return;
+        }
+        if let Err(e) = self.driver.copy(src, dst, bytes) {
+            self.fail(format!("device copy of {bytes} B: {e}"));
         }
     }
 
     /// Waits for the stream and copies a device tensor back as f32.
     pub(crate) fn download(&self, src: &Tensor) -> Result<Vec<f32>> {
         self.check()?;
-        let _ = self.ctx.bind_to_thread();
-        let s = self.stream.cu_stream();
         let n = src.numel();
-        let copy = |what: std::result::Result<(), cudarc::driver::DriverError>| {
-            if let Err(e) = what {
-                self.fail(format!("download of {n} values: {e:?}"));
+        let copy = |bytes: &mut [u8]| {
+            if let Err(e) = self.driver.download(src.device_ptr(), bytes) {
+                self.fail(format!("download of {n} values: {e}"));
             }
-            self.synchronize()
+            self.check()
         };
         match src.dtype() {
             DType::F32 => {
                 let mut v = vec![0f32; n];
-                copy(unsafe { result::memcpy_dtoh_async(&mut v, src.device_ptr(), s) })?;
+                copy(bytemuck::cast_slice_mut(&mut v))?;
                 Ok(v)
             }
             DType::Bf16 => {
                 let mut v = vec![0u16; n];
-                copy(unsafe { result::memcpy_dtoh_async(&mut v, src.device_ptr(), s) })?;
+                copy(bytemuck::cast_slice_mut(&mut v))?;
                 Ok(v.iter()
                     .map(|&b| half::bf16::from_bits(b).to_f32())
                     .collect())
@@ -239,38 +225,8 @@ impl Gpu {
         }
     }
 
-    /// The kernel `base` (with `_f32`/`_bf16` added for a `dtype`), loaded
-    /// once and cached by its static name: no string is built per launch.
-    fn function(
-        &self,
-        base: &'static str,
-        dtype: Option<DType>,
-    ) -> std::result::Result<CudaFunction, String> {
-        let mut cache = self.functions.lock().expect("function cache lock");
-        if let Some(f) = cache.get(&(base, dtype)) {
-            return Ok(f.clone());
-        }
-        let name = kernel_name(base, dtype);
-        let f = self
-            .modules
-            .iter()
-            .find_map(|(_, m)| m.load_function(&name).ok())
-            .ok_or_else(|| format!("no kernel named {name} in this build"))?;
-        // Allow every kernel the device's whole opt-in shared memory once,
-        // here, rather than per launch (which a graph capture would see).
-        // (Static plus dynamic may not pass the opt-in limit.)
-        use cudarc::driver::sys::CUfunction_attribute as A;
-        let fixed = f
-            .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-            .map_err(|e| format!("{name}: {e:?}"))?;
-        let dynamic = self.max_shared_bytes as i32 - fixed;
-        f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
-            .map_err(|e| format!("{name}: shared memory limit {dynamic} B: {e:?}"))?;
-        cache.insert((base, dtype), f.clone());
-        Ok(f)
-    }
-
-    /// Launches `<kernel>_<dtype>` on the stream. Never blocks the host.
+    /// Launches `<kernel>_<dtype>` on the stream. Never blocks the host
+    /// (on a GPU).
     pub fn launch(
         &self,
         kernel: &'static str,
@@ -280,7 +236,12 @@ impl Gpu {
         shared_mem_bytes: u32,
         args: &[Arg],
     ) {
-        self.launch_kernel(kernel, Some(dtype), grid, block, shared_mem_bytes, args);
+        if self.has_failed() {
+            return;
+        }
+        if let Err(e) = self.try_launch(kernel, Some(dtype), grid, block, shared_mem_bytes, args) {
+            self.fail(e);
+        }
     }
 
     /// Launches a kernel by its full exported name (one with no type
@@ -293,10 +254,19 @@ impl Gpu {
         shared_mem_bytes: u32,
         args: &[Arg],
     ) {
-        self.launch_kernel(name, None, grid, block, shared_mem_bytes, args);
+        if self.has_failed() {
+            return;
+        }
+        if let Err(e) = self.try_launch(name, None, grid, block, shared_mem_bytes, args) {
+            self.fail(e);
+        }
     }
 
-    fn launch_kernel(
+    /// The one launch path: loads the kernel (once), counts the launch,
+    /// and hands it to the driver. An empty grid launches nothing. The
+    /// error is returned, not kept: `launch` keeps it (sticky); probes of
+    /// the emulated device's checks read it.
+    pub fn try_launch(
         &self,
         base: &'static str,
         dtype: Option<DType>,
@@ -304,48 +274,54 @@ impl Gpu {
         block: (u32, u32, u32),
         shared_mem_bytes: u32,
         args: &[Arg],
-    ) {
-        if self.has_failed() || grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return;
+    ) -> std::result::Result<(), String> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
         }
-        let func = match self.function(base, dtype) {
-            Ok(f) => f,
-            Err(e) => return self.fail(e),
-        };
+        let name = || kernel_name(base, dtype);
         if shared_mem_bytes > self.max_shared_bytes {
             // (The driver would refuse the launch; say why.)
-            return self.fail(format!(
+            return Err(format!(
                 "{}: asks for {shared_mem_bytes} B of shared memory, the device has {}",
-                kernel_name(base, dtype),
+                name(),
                 self.max_shared_bytes
             ));
         }
-        let mut builder = self.stream.launch_builder(&func);
-        for a in args {
-            match a {
-                Arg::Ptr(p) | Arg::U64(p) => builder.arg(p),
-                Arg::I32(v) => builder.arg(v),
-                Arg::U32(v) => builder.arg(v),
-                Arg::F32(v) => builder.arg(v),
+        let id = {
+            let mut cache = self.functions.lock().expect("function cache lock");
+            let loaded = match cache.entry((base, dtype)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(LoadedKernel {
+                    id: self.driver.kernel(&name())?,
+                    launches: 0,
+                }),
             };
-        }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: block,
-            shared_mem_bytes,
+            loaded.launches += 1;
+            loaded.id
         };
-        match unsafe { builder.launch(cfg) } {
-            Ok(_) => {
-                self.launches.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => self.fail(format!(
-                "launching {} grid {grid:?} block {block:?}: {e:?}",
-                kernel_name(base, dtype)
-            )),
-        }
+        self.driver
+            .launch(id, grid, block, shared_mem_bytes, args)
+            .map_err(|e| format!("launching {} grid {grid:?} block {block:?}: {e}", name()))?;
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Kernel launches issued from the host so far (a replayed graph counts
+    /// Every kernel this build can launch, by exported name.
+    pub fn kernel_names(&self) -> Vec<String> {
+        self.driver.kernel_names()
+    }
+
+    /// How many times each kernel was launched from the host so far (a
+    /// kernel inside a graph counts once, when it was captured).
+    pub fn kernel_launch_counts(&self) -> Vec<(String, u64)> {
+        let cache = self.functions.lock().expect("function cache lock");
+        cache
+            .iter()
+            .map(|(&(base, dtype), k)| (kernel_name(base, dtype), k.launches))
+            .collect()
+    }
+
+/// Kernel launches issued from the host so far (a replayed graph counts
     /// once, in `graph_launches`, whatever it contains).
     pub fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)

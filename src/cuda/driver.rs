@@ -1,0 +1,268 @@
+//! The seam under the CUDA backend: what `Gpu` needs from a device. Two
+//! sibling implementations sit behind it: the CUDA driver (`CudaDriver`,
+//! here, through cudarc) and the emulated device (`crate::emu`), which runs
+//! the same kernels compiled for the host. Everything above it (the launch
+//! path, the caching allocator, graphs, the wrappers, training and
+//! restoration) is the same code for both.
+//!
+//! One stream: every method is ordered after the work queued before it.
+//! Errors are strings; `Gpu` keeps the first one (sticky).
+
+use super::Arg;
+use cudarc::driver::{
+    result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaStream, LaunchConfig,
+    PushKernelArg,
+};
+use std::sync::{Arc, Mutex};
+
+/// A kernel, as the driver that loaded it numbers them.
+pub(crate) type KernelId = usize;
+
+pub(crate) trait Driver: Send + Sync {
+    /// Device name, compute capability, memory.
+    fn description(&self) -> String;
+    /// Dynamic shared memory a block may opt in to.
+    fn max_shared_bytes(&self) -> u32;
+    /// Every kernel this build can launch, by exported name.
+    fn kernel_names(&self) -> Vec<String>;
+    /// Loads the kernel `name` (once; the caller caches the id).
+    fn kernel(&self, name: &str) -> Result<KernelId, String>;
+    /// Queues a launch (the emulated device runs it before returning).
+    fn launch(
+        &self,
+        kernel: KernelId,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_mem_bytes: u32,
+        args: &[Arg],
+    ) -> Result<(), String>;
+    fn alloc(&self, bytes: usize) -> Result<u64, String>;
+    fn free(&self, ptr: u64);
+    /// How many bytes of the buffer at `ptr` its current owner may touch
+    /// (0 once it is back in the pool). The emulated device checks every
+    /// access against it; the CUDA driver has nothing to do.
+    fn set_live_bytes(&self, _ptr: u64, _bytes: usize) {}
+    /// Copies host bytes to a device address (returns once `src` may be
+    /// reused).
+    fn upload(&self, src: &[u8], dst: u64) -> Result<(), String>;
+    /// Waits for the stream, then copies device bytes to the host.
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<(), String>;
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<(), String>;
+    fn synchronize(&self) -> Result<(), String>;
+    /// From here until `end_capture`, launches and copies are recorded
+    /// into a graph instead of run.
+    fn begin_capture(&self) -> Result<(), String>;
+    fn end_capture(&self) -> Result<Box<dyn DriverGraph>, String>;
+}
+
+/// A recorded graph, ready to replay.
+pub(crate) trait DriverGraph {
+    fn launch(&self) -> Result<(), String>;
+}
+
+/// The CUDA driver: one context, one stream, the PTX modules build.rs
+/// compiled.
+pub(crate) struct CudaDriver {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Vec<(&'static str, Arc<CudaModule>)>,
+    functions: Mutex<Vec<CudaFunction>>,
+    max_shared_bytes: u32,
+    description: String,
+}
+
+impl CudaDriver {
+    pub(crate) fn open() -> Result<CudaDriver, String> {
+        // cudarc panics inside CudaContext::new when libcuda is missing.
+        if !super::driver_present() {
+            return Err("no CUDA driver library (libcuda) on this machine".into());
+        }
+        if super::compiled_modules().is_empty() {
+            return Err(
+                "this build has no CUDA kernels: nvcc was not found when it was compiled \
+                 (scripts/install-cuda-toolchain.sh installs the pinned one)"
+                    .into(),
+            );
+        }
+        let count = CudaContext::device_count().map_err(|e| format!("CUDA: {e:?}"))?;
+        if count < 1 {
+            return Err("the CUDA driver sees no device".into());
+        }
+        let ctx = CudaContext::new(0).map_err(|e| format!("CUDA context: {e:?}"))?;
+        // Buffers are managed by memory::Pool, not through cudarc's
+        // slices, so its per-slice event tracking would only add work.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| format!("CUDA stream: {e:?}"))?;
+        let modules = super::compiled_modules()
+            .iter()
+            .map(|&(name, src)| {
+                ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))
+                    .map(|m| (name, m))
+                    .map_err(|e| format!("loading kernel module {name}: {e:?}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let total = ctx.total_mem().unwrap_or(0);
+        let optin = cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
+        let max_shared_bytes = ctx.attribute(optin).map_err(|e| format!("{e:?}"))? as u32;
+        Ok(CudaDriver {
+            description: format!(
+                "{name} (sm_{major}{minor}, {:.1} GiB)",
+                total as f64 / (1u64 << 30) as f64
+            ),
+            max_shared_bytes,
+            ctx,
+            stream,
+            modules,
+            functions: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Makes the context current on the calling thread (every driver call
+    /// needs it; threads of the data loader or rayon may call in).
+    fn bind(&self) -> Result<(), String> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| format!("binding the CUDA context: {e:?}"))
+    }
+}
+
+impl Driver for CudaDriver {
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn max_shared_bytes(&self) -> u32 {
+        self.max_shared_bytes
+    }
+
+    fn kernel_names(&self) -> Vec<String> {
+        super::compiled_modules()
+            .iter()
+            .flat_map(|(_, ptx)| ptx_entries(ptx))
+            .collect()
+    }
+
+    fn kernel(&self, name: &str) -> Result<KernelId, String> {
+        self.bind()?;
+        let f = self
+            .modules
+            .iter()
+            .find_map(|(_, m)| m.load_function(name).ok())
+            .ok_or_else(|| format!("no kernel named {name} in this build"))?;
+        // Allow every kernel the device's whole opt-in shared memory once,
+        // here, rather than per launch (which a graph capture would see).
+        // (Static plus dynamic may not pass the opt-in limit.)
+        use cudarc::driver::sys::CUfunction_attribute as A;
+        let fixed = f
+            .get_attribute(A::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(|e| format!("{name}: {e:?}"))?;
+        let dynamic = self.max_shared_bytes as i32 - fixed;
+        f.set_attribute(A::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+            .map_err(|e| format!("{name}: shared memory limit {dynamic} B: {e:?}"))?;
+        let mut functions = self.functions.lock().expect("function table lock");
+        functions.push(f);
+        Ok(functions.len() - 1)
+    }
+
+    fn launch(
+        &self,
+        kernel: KernelId,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_mem_bytes: u32,
+        args: &[Arg],
+    ) -> Result<(), String> {
+        self.bind()?;
+        let func = self.functions.lock().expect("function table lock")[kernel].clone();
+        let mut builder = self.stream.launch_builder(&func);
+        for a in args {
+            match a {
+                Arg::Ptr(p) | Arg::U64(p) => builder.arg(p),
+                Arg::I32(v) => builder.arg(v),
+                Arg::U32(v) => builder.arg(v),
+                Arg::F32(v) => builder.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes,
+        };
+        unsafe { builder.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<u64, String> {
+        self.bind()?;
+        unsafe { result::malloc_sync(bytes) }.map_err(|e| format!("{e:?}"))
+    }
+
+    fn free(&self, ptr: u64) {
+        // Best effort: a failed free leaves the memory to the driver.
+        if self.bind().is_ok() {
+            let _ = unsafe { result::free_sync(ptr) };
+        }
+    }
+
+    fn upload(&self, src: &[u8], dst: u64) -> Result<(), String> {
+        self.bind()?;
+        // Pageable memory: the copy returns once `src` is staged.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<(), String> {
+        self.bind()?;
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| format!("{e:?}"))?;
+        self.synchronize()
+    }
+
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<(), String> {
+        self.bind()?;
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn synchronize(&self) -> Result<(), String> {
+        self.bind()?;
+        self.stream.synchronize().map_err(|e| format!("{e:?}"))
+    }
+
+    fn begin_capture(&self) -> Result<(), String> {
+        use cudarc::driver::sys::CUstreamCaptureMode;
+        self.bind()?;
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn DriverGraph>, String> {
+        use cudarc::driver::sys::CUgraphInstantiate_flags;
+        self.bind()?;
+        match self.stream.end_capture(CUgraphInstantiate_flags(0)) {
+            Ok(Some(g)) => Ok(Box::new(g)),
+            Ok(None) => Err("the capture recorded nothing".into()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+}
+
+impl DriverGraph for CudaGraph {
+    fn launch(&self) -> Result<(), String> {
+        CudaGraph::launch(self).map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The kernels a PTX module exports (`.entry NAME(`).
+pub fn ptx_entries(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+        .map(|rest| rest.split('(').next().unwrap_or_default().trim().to_string())
+        .collect()
+}
