@@ -136,7 +136,13 @@ fn exported_kernels(source: &str) -> Vec<String> {
             names.push(format!("{name}_f32"));
             names.push(format!("{name}_bf16"));
         } else if let Some(rest) = line.strip_prefix("extern \"C\" __global__ void ") {
-            names.push(rest.split('(').next().unwrap_or_default().trim().to_string());
+            names.push(
+                rest.split('(')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            );
         }
     }
     names
@@ -171,7 +177,11 @@ fn build_emulator(sources: &[PathBuf], out: &Path) {
     let host = root.join("kernels/host");
     let (mut wrappers, mut modules, mut arrays) = (Vec::new(), Vec::new(), Vec::new());
     for src in sources {
-        let stem = src.file_stem().expect("a .cu file").to_string_lossy().into_owned();
+        let stem = src
+            .file_stem()
+            .expect("a .cu file")
+            .to_string_lossy()
+            .into_owned();
         let text = fs::read_to_string(src).expect("read a kernel file");
         dynamic_shared_arrays(&text, &mut arrays);
         let entries: String = exported_kernels(&text)
@@ -203,7 +213,10 @@ fn build_emulator(sources: &[PathBuf], out: &Path) {
         .iter()
         .map(|m| format!("extern \"C\" const emu::KernelEntry emu_module_{m}[];\n"))
         .collect();
-    let table: String = modules.iter().map(|m| format!("emu_module_{m}, ")).collect();
+    let table: String = modules
+        .iter()
+        .map(|m| format!("emu_module_{m}, "))
+        .collect();
     let definitions: String = arrays
         .iter()
         .map(|(ty, name)| {
@@ -236,11 +249,20 @@ fn build_emulator(sources: &[PathBuf], out: &Path) {
             .std("c++17")
             .opt_level(2)
             .flag("-ffp-contract=off")
+            // extern __shared__ arrays are thread_local with no initialiser.
+            .flag("-fno-extern-tls-init")
             .flag_if_supported("-Wno-unknown-pragmas")
             .cargo_warnings(false);
         b
     };
-    let kernels = base()
+    let mut kernels = base();
+    // fmaf as one instruction where the building (and testing) CPU has it,
+    // not a library call.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        kernels.flag("-mfma");
+    }
+    let kernels = kernels
         .flag("-fsanitize=kernel-address")
         .flag("--param=asan-instrumentation-with-call-threshold=0")
         .flag("--param=asan-stack=0")

@@ -278,6 +278,11 @@ bool same_warp_ordered(const Worker* w, unsigned me, unsigned other, uint32_t ot
     return (me >> 5) == (other >> 5) && other_wepoch < w->warp_epoch[me >> 5];
 }
 
+std::string thread_name(const Worker* w, unsigned t) {
+    const uint3 b = w->launch->block;
+    return format("thread (%u,%u,%u)", t % b.x, t / b.x % b.y, t / (b.x * b.y));
+}
+
 void shared_access(Worker* w, Fibre* f, uintptr_t addr, size_t size, bool write) {
     for (const DynamicRegion& r : w->dynamic) {
         uintptr_t lo = (uintptr_t)r.base;
@@ -287,43 +292,37 @@ void shared_access(Worker* w, Fibre* f, uintptr_t addr, size_t size, bool write)
                                  write ? "write" : "read", size, (size_t)(addr - lo), w->launch->dynamic_bytes));
     }
     const unsigned me = f->linear;
-    const uint32_t wep = w->warp_epoch[me >> 5];
+    const uint32_t wep = w->warp_epoch[me >> 5], epoch = w->epoch, serial = w->serial;
+    Shadow* shadow = &w->shadow[addr - w->tls_lo];
     for (size_t i = 0; i < size; ++i) {
-        Shadow& s = w->shadow[addr + i - w->tls_lo];
-        if (s.block != w->serial) {
+        Shadow& s = shadow[i];
+        if (__builtin_expect(s.block != serial, 0)) {
             if (!write)
                 fail_fibre(w, format("read of %zu B of shared memory (byte %zu of the block's thread-local image) "
                                      "that no thread of this block has written",
                                      size, (size_t)(addr - w->tls_lo)));
-            s = Shadow{w->serial, 0, 0, 0, 0, 0, 0, 0};
+            s = Shadow{serial, 0, 0, 0, 0, 0, 0, 0};
         }
-        auto other = [&](unsigned t) {
-            return format("thread %u (%u,%u,%u)", t, t % w->launch->block.x, t / w->launch->block.x % w->launch->block.y,
-                          t / (w->launch->block.x * w->launch->block.y));
-        };
         if (write) {
-            if (s.w_epoch == w->epoch && s.writer != me && !same_warp_ordered(w, me, s.writer, s.w_wepoch))
+            if (s.w_epoch == epoch && s.writer != me && !same_warp_ordered(w, me, s.writer, s.w_wepoch))
                 fail_fibre(w, format("shared-memory race: write of %zu B that %s also wrote since the last "
                                      "__syncthreads",
-                                     size, other(s.writer).c_str()));
-            if (s.r_epoch == w->epoch && (s.multi_reader || s.reader != me) &&
+                                     size, thread_name(w, s.writer).c_str()));
+            if (s.r_epoch == epoch && (s.multi_reader || s.reader != me) &&
                 !(!s.multi_reader && same_warp_ordered(w, me, s.reader, s.r_wepoch)))
                 fail_fibre(w, format("shared-memory race: write of %zu B that %s read since the last __syncthreads",
-                                     size, s.multi_reader ? "other threads" : other(s.reader).c_str()));
-            s.w_epoch = w->epoch;
+                                     size, s.multi_reader ? "other threads" : thread_name(w, s.reader).c_str()));
+            s.w_epoch = epoch;
             s.w_wepoch = wep;
             s.writer = (uint16_t)me;
             s.r_epoch = 0;
             s.multi_reader = 0;
         } else {
-            if (s.w_epoch == 0)
-                fail_fibre(w, format("read of %zu B of shared memory that no thread of this block has written",
-                                     size));
-            if (s.w_epoch == w->epoch && s.writer != me && !same_warp_ordered(w, me, s.writer, s.w_wepoch))
+            if (s.w_epoch == epoch && s.writer != me && !same_warp_ordered(w, me, s.writer, s.w_wepoch))
                 fail_fibre(w, format("shared-memory race: read of %zu B that %s wrote since the last __syncthreads",
-                                     size, other(s.writer).c_str()));
-            if (s.r_epoch != w->epoch) {
-                s.r_epoch = w->epoch;
+                                     size, thread_name(w, s.writer).c_str()));
+            if (s.r_epoch != epoch) {
+                s.r_epoch = epoch;
                 s.reader = (uint16_t)me;
                 s.r_wepoch = wep;
                 s.multi_reader = 0;
@@ -443,8 +442,10 @@ void complete_mma(Worker* w, unsigned base) {
         const unsigned g = l / 4, q = l % 4;
         const unsigned rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * q, 2 * q + 1, 2 * q, 2 * q + 1};
         for (int i = 0; i < 4; ++i) {
+            // A bf16 product is exact in f32, so acc + a * b rounds once,
+            // as a fused multiply-add would.
             float acc = C[rows[i]][cols[i]];
-            for (int k = 0; k < 16; ++k) acc = fmaf(A[rows[i]][k], B[k][cols[i]], acc);
+            for (int k = 0; k < 16; ++k) acc += A[rows[i]][k] * B[k][cols[i]];
             f.mma_d[i] = acc;
         }
     }

@@ -263,6 +263,12 @@ impl DriverGraph for CudaGraph {
 pub fn ptx_entries(ptx: &str) -> Vec<String> {
     ptx.lines()
         .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
-        .map(|rest| rest.split('(').next().unwrap_or_default().trim().to_string())
+        .map(|rest| {
+            rest.split('(')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
         .collect()
 }

@@ -1,7 +1,12 @@
-//! The CUDA backend: one device, one stream, the PTX modules build.rs
-//! compiled from `kernels/*.cu`, a caching allocator, and one launch path
-//! that every kernel wrapper goes through (so launches are counted, and a
-//! failure is kept instead of panicking).
+//! The CUDA backend: one device, one stream, the kernels build.rs compiled
+//! from `kernels/*.cu`, a caching allocator, and one launch path that every
+//! kernel wrapper goes through (so launches are counted, and a failure is
+//! kept instead of panicking).
+//!
+//! The device sits behind `driver::Driver`: the CUDA driver (cudarc, the
+//! PTX modules) or, with `NADB_CUDA_EMULATE=1`, the emulated device
+//! (`crate::emu`: the same kernels compiled for the host, checked like
+//! compute-sanitizer). Nothing in this folder above the driver knows which.
 //!
 //! One file per op family, mirroring `cpu/`: each wrapper takes and returns
 //! device `Tensor`s with the same signature as its CPU twin, so `ops` only
@@ -182,10 +187,7 @@ impl Gpu {
             return;
         }
         if let Err(e) = self.driver.upload(bytemuck::cast_slice(host), dst) {
-            self.fail(format!(
-                "upload of {} B: {e}",
-                std::mem::size_of_val(host)
-            ));
+            self.fail(format!("upload of {} B: {e}", std::mem::size_of_val(host)));
         }
     }
 
@@ -321,7 +323,7 @@ impl Gpu {
             .collect()
     }
 
-/// Kernel launches issued from the host so far (a replayed graph counts
+    /// Kernel launches issued from the host so far (a replayed graph counts
     /// once, in `graph_launches`, whatever it contains).
     pub fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)

@@ -271,7 +271,9 @@ impl Driver for Emulator {
                 return Ok(p as u64);
             }
         }
-        Err(format!("the host has no {bytes} B for emulated device memory"))
+        Err(format!(
+            "the host has no {bytes} B for emulated device memory"
+        ))
     }
 
     fn free(&self, ptr: u64) {

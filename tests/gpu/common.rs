@@ -41,3 +41,10 @@ pub fn assert_close(what: &str, reference: &Tensor, got: &Tensor, tol: f32) {
         "{what}: max |gpu - cpu| = {err:.3e} > {tol:.0e} x {scale:.3}"
     );
 }
+
+/// Whether the tests run on the emulated device, where whole-network
+/// tests use smaller images than on a GPU (the same code paths, a CPU's
+/// speed).
+pub fn emulated() -> bool {
+    nadb::cuda::gpu().is_ok_and(|g| g.emulated)
+}

@@ -14,6 +14,7 @@ mod conv;
 mod elementwise;
 mod norm;
 mod optim;
+mod probes;
 mod resample;
 mod unet;
 
@@ -37,12 +38,17 @@ fn main() {
         bridge::TESTS,
         optim::TESTS,
         unet::TESTS,
+        probes::TESTS,
     ]
     .concat();
     let tests: Vec<Test> = tests
         .into_iter()
         .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
         .collect();
+    // No GPU here: the same tests run on the emulated device.
+    if !nadb::cuda::driver_present() && nadb::emu::available() {
+        std::env::set_var("NADB_CUDA_EMULATE", "1");
+    }
     if let Err(why) = nadb::cuda::gpu() {
         for (name, _) in &tests {
             println!("skip {name}: no GPU ({why})");
@@ -68,9 +74,20 @@ fn main() {
             }
         }
     }
+    // Run whole, the suite must have launched every kernel of the build.
+    if filter.is_empty() {
+        let start = Instant::now();
+        match catch_unwind(every_kernel_launched) {
+            Ok(()) => println!(
+                "ok   every_kernel_launched ({:.0} ms)",
+                start.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(_) => failed.push("every_kernel_launched"),
+        }
+    }
     println!(
         "gpu tests: {} passed, {} failed{}",
-        tests.len() - failed.len(),
+        tests.len() + usize::from(filter.is_empty()) - failed.len(),
         failed.len(),
         if failed.is_empty() {
             String::new()
@@ -80,5 +97,28 @@ fn main() {
     );
     if !failed.is_empty() {
         std::process::exit(1);
+    }
+}
+
+/// Every kernel the device's modules export was launched at least once by
+/// the tests above (in both storage types where a kernel has both).
+fn every_kernel_launched() {
+    let gpu = nadb::cuda::gpu().expect("opened");
+    let launched: Vec<String> = gpu
+        .kernel_launch_counts()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, _)| name)
+        .collect();
+    let exported = gpu.kernel_names();
+    let never: Vec<&String> = exported.iter().filter(|k| !launched.contains(k)).collect();
+    println!(
+        "     {} kernels exported, {} launched",
+        exported.len(),
+        exported.len() - never.len()
+    );
+    if !never.is_empty() {
+        println!("FAIL every_kernel_launched: never launched: {never:?}");
+        panic!("kernels never launched");
     }
 }

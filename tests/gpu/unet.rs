@@ -3,7 +3,7 @@
 //! NADB restorations (mean network + sampler, replayed from a CUDA graph)
 //! against the CPU with the same seed.
 
-use crate::common::{assert_close, random, MODES};
+use crate::common::{assert_close, emulated, random, MODES};
 use nadb::autograd::{Tape, Var};
 use nadb::bridge::Method;
 use nadb::degrade::Task;
@@ -187,7 +187,8 @@ fn random_checkpoints(dir: &Path) -> std::path::PathBuf {
 fn restore_matches_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let path = random_checkpoints(dir.path());
-    let degraded = random(&[1, 32, 32, 3], 21, 0.8);
+    let side = if emulated() { 16 } else { 32 };
+    let degraded = random(&[1, side, side, 3], 21, 0.8);
     let cpu = Restorer::load(&path, None, Task::Sr4Pool).unwrap();
     let reference = cpu.restore(&degraded, 5, 9).unwrap();
     let gpu = Restorer::load(&path, None, Task::Sr4Pool)
@@ -232,7 +233,8 @@ fn restore_matches_cpu() {
 fn restore_allocates_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = random_checkpoints(dir.path());
-    let degraded = random(&[2, 32, 32, 3], 22, 0.8);
+    let side = if emulated() { 16 } else { 32 };
+    let degraded = random(&[2, side, side, 3], 22, 0.8);
     let gpu = Restorer::load(&path, None, Task::Sr4Pool)
         .unwrap()
         .to_device(Device::Cuda(DType::Bf16))
