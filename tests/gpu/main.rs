@@ -3,9 +3,11 @@
 //! U-Net forward and backward; a NADB sampling run GPU vs CPU.
 //!
 //! A plain binary (`harness = false`) so that each test prints one line
-//! even when it passes or is skipped: without a GPU every test prints
-//! "skip NAME: no GPU (why)" and the binary succeeds. With one, a failure
-//! prints its message and the binary exits 1 after running the rest.
+//! even when it passes or is skipped. Without a GPU the tests run on the
+//! emulated device (`nadb::emu`); only a build with neither prints
+//! "skip NAME: no GPU (why)" for each and succeeds. A failure prints its
+//! message and the binary exits 1 after running the rest. Run whole, the
+//! suite ends by checking that it launched every kernel the build exports.
 
 mod attention;
 mod bridge;
@@ -56,6 +58,7 @@ fn main() {
         return;
     }
     println!("gpu: {}", nadb::cuda::gpu().expect("opened").description);
+    let suite = Instant::now();
     let mut failed = Vec::new();
     for (name, body) in &tests {
         let start = Instant::now();
@@ -86,9 +89,10 @@ fn main() {
         }
     }
     println!(
-        "gpu tests: {} passed, {} failed{}",
+        "gpu tests: {} passed, {} failed in {:.1} s{}",
         tests.len() + usize::from(filter.is_empty()) - failed.len(),
         failed.len(),
+        suite.elapsed().as_secs_f64(),
         if failed.is_empty() {
             String::new()
         } else {
