@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod restore;
 pub mod rng;
 pub mod tensor;

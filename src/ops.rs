@@ -7,6 +7,7 @@
 use crate::autograd::{Tape, Var};
 use crate::bridge::sample::Seed;
 use crate::cpu::bridge::{Combo, StepCoeffs};
+use crate::profile::{conv_flops, span};
 use crate::rng::Stream;
 use crate::tensor::{DType, Tensor};
 use crate::{cpu, cuda};
@@ -26,17 +27,25 @@ macro_rules! backend {
 
 /// A 3x3 or 1x1 convolution with optional bias, stride 1 or 2, zero padding.
 pub fn conv2d(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>, stride: usize) -> Var {
-    let y = backend!(
-        x.value(),
-        conv::conv2d(x.value(), w.value(), b.map(Var::value), stride)
-    );
+    let (n, h, wd, cin) = x.value().nhwc();
+    let (cout, k) = (w.value().shape()[0], w.value().shape()[1]);
+    let flops = conv_flops(&[n, h.div_ceil(stride), wd.div_ceil(stride), cout], cin, k);
+    let y = span("conv2d", &[x.value(), w.value()], flops, || {
+        backend!(
+            x.value(),
+            conv::conv2d(x.value(), w.value(), b.map(Var::value), stride)
+        )
+    });
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
     tape.record("conv2d", y, &inputs, move |dy, need| {
         let need = [need[0], need[1], need.get(2).copied().unwrap_or(false)];
-        let g = backend!(dy, conv::conv2d_backward(&xs, &ws, dy, stride, need));
-        vec![g.dx, g.dw, g.db]
+        let products = f64::from(u8::from(need[0]) + u8::from(need[1]));
+        span("conv2d.backward", &[dy, &xs, &ws], products * flops, || {
+            let g = backend!(dy, conv::conv2d_backward(&xs, &ws, dy, stride, need));
+            vec![g.dx, g.dw, g.db]
+        })
     })
 }
 
@@ -51,52 +60,80 @@ fn sum_rows(dy: &Tensor) -> Tensor {
 
 pub fn linear(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>) -> Var {
     let (xv, wv, bv) = (x.value(), w.value(), b.map(Var::value));
-    let y = if xv.is_cuda() {
-        cuda::conv::linear(xv, wv, bv) // a 1x1 convolution on the GPU
-    } else {
-        cpu::linear::linear(xv, wv, bv)
-    };
+    let flops = 2.0 * xv.numel() as f64 * wv.shape()[0] as f64;
+    let y = span("linear", &[xv, wv], flops, || {
+        if xv.is_cuda() {
+            cuda::conv::linear(xv, wv, bv) // a 1x1 convolution on the GPU
+        } else {
+            cpu::linear::linear(xv, wv, bv)
+        }
+    });
     let (xs, ws) = (x.shared(), w.shared());
     let mut inputs = vec![x, w];
     inputs.extend(b);
     tape.record("linear", y, &inputs, move |dy, need| {
-        let (dx, dw) = if dy.is_cuda() {
-            cuda::conv::linear_backward(&xs, &ws, dy, need[0], need[1])
-        } else {
-            cpu::linear::linear_backward(&xs, &ws, dy, need[0], need[1])
-        };
-        let db = need.get(2).copied().unwrap_or(false).then(|| sum_rows(dy));
-        vec![dx, dw, db]
+        let products = f64::from(u8::from(need[0]) + u8::from(need[1]));
+        span("linear.backward", &[dy, &xs, &ws], products * flops, || {
+            let (dx, dw) = if dy.is_cuda() {
+                cuda::conv::linear_backward(&xs, &ws, dy, need[0], need[1])
+            } else {
+                cpu::linear::linear_backward(&xs, &ws, dy, need[0], need[1])
+            };
+            let db = need.get(2).copied().unwrap_or(false).then(|| sum_rows(dy));
+            vec![dx, dw, db]
+        })
     })
 }
 
 /// Group norm over `groups` channel groups, SiLU after it when `silu`.
 pub fn group_norm(tape: &Tape, x: &Var, gamma: &Var, beta: &Var, groups: usize, silu: bool) -> Var {
     let (xs, gs, bs) = (x.shared(), gamma.shared(), beta.shared());
+    let name = if silu {
+        "group_norm_silu"
+    } else {
+        "group_norm"
+    };
+    let backward_name = if silu {
+        "group_norm_silu.backward"
+    } else {
+        "group_norm.backward"
+    };
     if x.value().is_cuda() {
-        let (y, stats) = cuda::norm::group_norm(&xs, &gs, &bs, groups, silu);
+        let (y, stats) = span(name, &[&xs], 0.0, || {
+            cuda::norm::group_norm(&xs, &gs, &bs, groups, silu)
+        });
         return tape.record("group_norm", y, &[x, gamma, beta], move |dy, _| {
-            let (dx, dg, db) = cuda::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu);
+            let (dx, dg, db) = span(backward_name, &[dy, &xs], 0.0, || {
+                cuda::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu)
+            });
             vec![Some(dx), Some(dg), Some(db)]
         });
     }
-    let (y, stats) = cpu::norm::group_norm(&xs, &gs, &bs, groups, silu);
+    let (y, stats) = span(name, &[&xs], 0.0, || {
+        cpu::norm::group_norm(&xs, &gs, &bs, groups, silu)
+    });
     tape.record("group_norm", y, &[x, gamma, beta], move |dy, _| {
-        let (dx, dg, db) = cpu::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu);
+        let (dx, dg, db) = span(backward_name, &[dy, &xs], 0.0, || {
+            cpu::norm::group_norm_backward(&xs, &gs, &bs, &stats, dy, silu)
+        });
         vec![Some(dx), Some(dg), Some(db)]
     })
 }
 
 pub fn silu(tape: &Tape, x: &Var) -> Var {
     let xs = x.shared();
-    let y = backend!(xs, elementwise::silu(&xs));
+    let y = span("silu", &[&xs], 0.0, || backend!(xs, elementwise::silu(&xs)));
     tape.record("silu", y, &[x], move |dy, _| {
-        vec![Some(backend!(dy, elementwise::silu_backward(&xs, dy)))]
+        vec![Some(span("silu.backward", &[dy, &xs], 0.0, || {
+            backend!(dy, elementwise::silu_backward(&xs, dy))
+        }))]
     })
 }
 
 pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
-    let y = backend!(a.value(), elementwise::add(a.value(), b.value()));
+    let y = span("add", &[a.value(), b.value()], 0.0, || {
+        backend!(a.value(), elementwise::add(a.value(), b.value()))
+    });
     tape.record("add", y, &[a, b], |dy, need| {
         vec![need[0].then(|| dy.clone()), need[1].then(|| dy.clone())]
     })
@@ -106,9 +143,13 @@ pub fn add(tape: &Tape, a: &Var, b: &Var) -> Var {
 /// (`[n, 2c]`), or `x + shift` when `ss` is `[n, c]`.
 pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
     let (xs, sss) = (x.shared(), ss.shared());
-    let y = backend!(xs, elementwise::scale_shift(&xs, &sss));
+    let y = span("scale_shift", &[&xs, &sss], 0.0, || {
+        backend!(xs, elementwise::scale_shift(&xs, &sss))
+    });
     tape.record("scale_shift", y, &[x, ss], move |dy, _| {
-        let (dx, dss) = backend!(dy, elementwise::scale_shift_backward(&xs, &sss, dy));
+        let (dx, dss) = span("scale_shift.backward", &[dy, &xs, &sss], 0.0, || {
+            backend!(dy, elementwise::scale_shift_backward(&xs, &sss, dy))
+        });
         vec![Some(dx), Some(dss)]
     })
 }
@@ -116,24 +157,36 @@ pub fn scale_shift(tape: &Tape, x: &Var, ss: &Var) -> Var {
 /// Channel concatenation (the U-Net's skip connections).
 pub fn concat(tape: &Tape, a: &Var, b: &Var) -> Var {
     let ca = a.value().nhwc().3;
-    let y = backend!(a.value(), elementwise::concat(a.value(), b.value()));
+    let y = span("concat", &[a.value(), b.value()], 0.0, || {
+        backend!(a.value(), elementwise::concat(a.value(), b.value()))
+    });
     tape.record("concat", y, &[a, b], move |dy, _| {
-        let (da, db) = backend!(dy, elementwise::concat_backward(dy, ca));
+        let (da, db) = span("concat.backward", &[dy], 0.0, || {
+            backend!(dy, elementwise::concat_backward(dy, ca))
+        });
         vec![Some(da), Some(db)]
     })
 }
 
 pub fn upsample2x(tape: &Tape, x: &Var) -> Var {
-    let y = backend!(x.value(), resample::upsample2x(x.value()));
+    let y = span("upsample2x", &[x.value()], 0.0, || {
+        backend!(x.value(), resample::upsample2x(x.value()))
+    });
     tape.record("upsample2x", y, &[x], |dy, _| {
-        vec![Some(backend!(dy, resample::upsample2x_backward(dy)))]
+        vec![Some(span("upsample2x.backward", &[dy], 0.0, || {
+            backend!(dy, resample::upsample2x_backward(dy))
+        }))]
     })
 }
 
 pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
-    let y = backend!(x.value(), resample::avgpool2x(x.value()));
+    let y = span("avgpool2x", &[x.value()], 0.0, || {
+        backend!(x.value(), resample::avgpool2x(x.value()))
+    });
     tape.record("avgpool2x", y, &[x], |dy, _| {
-        vec![Some(backend!(dy, resample::avgpool2x_backward(dy)))]
+        vec![Some(span("avgpool2x.backward", &[dy], 0.0, || {
+            backend!(dy, resample::avgpool2x_backward(dy))
+        }))]
     })
 }
 
@@ -143,19 +196,33 @@ pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
 /// output and the rows' log-sum-exp and recomputes them.
 pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
     let qs = qkv.shared();
+    // QK^T and PV: 4 T^2 C per image (C = heads x head_dim); the backward
+    // recomputes or reuses P and does twice that.
+    let (n, h, w, c3) = qs.nhwc();
+    let flops = 4.0 * n as f64 * ((h * w) as f64).powi(2) * (c3 / 3) as f64;
     if qs.is_cuda() {
-        let (y, lse) = cuda::attention::attention(&qs, head_dim);
+        let (y, lse) = span("attention", &[&qs], flops, || {
+            cuda::attention::attention(&qs, head_dim)
+        });
         let out = Rc::new(y);
         return tape.record("attention", out.clone(), &[qkv], move |dy, _| {
-            vec![Some(cuda::attention::attention_backward(
-                &qs, &out, &lse, dy, head_dim,
+            vec![Some(span(
+                "attention.backward",
+                &[dy, &qs],
+                2.0 * flops,
+                || cuda::attention::attention_backward(&qs, &out, &lse, dy, head_dim),
             ))]
         });
     }
-    let (y, probs) = cpu::attention::attention(&qs, head_dim);
+    let (y, probs) = span("attention", &[&qs], flops, || {
+        cpu::attention::attention(&qs, head_dim)
+    });
     tape.record("attention", y, &[qkv], move |dy, _| {
-        vec![Some(cpu::attention::attention_backward(
-            &qs, &probs, dy, head_dim,
+        vec![Some(span(
+            "attention.backward",
+            &[dy, &qs],
+            2.0 * flops,
+            || cpu::attention::attention_backward(&qs, &probs, dy, head_dim),
         ))]
     })
 }
@@ -210,7 +277,9 @@ pub fn training_pair(
     seed: u64,
     stream: Stream,
 ) -> (Tensor, Tensor) {
-    backend!(x0, bridge::training_pair(x0, e, per_image, seed, stream))
+    span("training_pair", &[x0, e], 0.0, || {
+        backend!(x0, bridge::training_pair(x0, e, per_image, seed, stream))
+    })
 }
 
 /// One sampler step (see `cpu::bridge::posterior_step`); on the GPU the
@@ -224,8 +293,8 @@ pub fn posterior_step(
     seed: Seed,
     stream: Stream,
 ) -> Tensor {
-    match seed {
+    span("posterior_step", &[out, x, e], 0.0, || match seed {
         Seed::Host(s) => cpu::bridge::posterior_step(out, x, e, coeffs, s, stream),
         Seed::Device(cell) => cuda::bridge::posterior_step(out, x, e, coeffs, cell, stream),
-    }
+    })
 }

@@ -61,6 +61,13 @@ fn over_heads<T: Send>(jobs: usize, job: impl Fn(usize) -> T + Sync + Send) -> V
 /// Softmax probabilities of every (image, head), `[T, T]` each, row-major.
 pub struct AttentionProbs(Vec<Vec<f32>>);
 
+impl AttentionProbs {
+    /// How many probabilities it keeps (T^2 per image and head).
+    pub fn values(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+}
+
 fn softmax_rows(s: &mut [f32], cols: usize) {
     for row in s.chunks_mut(cols) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

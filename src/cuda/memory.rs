@@ -153,6 +153,11 @@ impl Pool {
         }
     }
 
+    /// Whether a graph capture is open.
+    pub(crate) fn capturing(&self) -> bool {
+        self.lock().capturing.is_some()
+    }
+
     /// Starts recording the buffers handed out (a graph capture opens).
     pub(crate) fn begin_capture(&self) {
         self.lock().capturing = Some(Vec::new());

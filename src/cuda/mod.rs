@@ -101,6 +101,12 @@ pub fn gpu() -> Result<&'static Gpu> {
         .map_err(|e| Error(e.clone()))
 }
 
+/// Whether a graph capture is open on the device (work queued now is
+/// recorded, not run).
+pub(crate) fn capturing() -> bool {
+    matches!(GPU.get(), Some(Ok(g)) if g.pool.capturing())
+}
+
 /// The open device, for code that only runs on device tensors (which
 /// cannot exist unless `gpu()` succeeded).
 pub(crate) fn opened() -> &'static Gpu {
