@@ -44,7 +44,8 @@ struct Cli {
 enum Command {
     /// Print a network's configuration, parameter count and forward FLOPs.
     Info(InfoArgs),
-    /// Degrade clean images with one of the six tasks.
+    /// Degrade clean images with one of the tasks (the paper's six and the
+    /// separable blurs).
     Degrade(DegradeArgs),
     /// Train the mean network M(X1) ~ E[X0 | X1] for a task.
     TrainMean(TrainArgs),
@@ -172,6 +173,11 @@ struct DegradeArgs {
     out: PathBuf,
     #[arg(long)]
     task: String,
+    /// Also write each degraded image unrounded, as NAME.safetensors with
+    /// the f32 tensor "x" [1, h, w, 3] in [-1, 1] (the input format of
+    /// `nadb forward`): for comparing with other implementations.
+    #[arg(long)]
+    tensors: bool,
     /// Replace outputs that already exist (inputs are never replaced).
     #[arg(long)]
     force: bool,
@@ -454,9 +460,17 @@ fn degrade_cmd(a: DegradeArgs) -> Result<()> {
             .unwrap_or("png")
             .to_ascii_lowercase();
         let path = output_path(input, Some(&a.out), &ext, &a.inputs, a.force)?;
-        let x = load_image(input)?;
-        save_image(&path, &degrade(task, &x)?, 0)?;
+        let raw = a
+            .tensors
+            .then(|| output_path(input, Some(&a.out), "safetensors", &a.inputs, a.force))
+            .transpose()?;
+        let y = degrade(task, &load_image(input)?)?;
+        save_image(&path, &y, 0)?;
         println!("{} -> {}", input.display(), path.display());
+        if let Some(raw) = raw {
+            checkpoint::write_tensors(&raw, &[("x", &y)])?;
+            println!("{} -> {}", input.display(), raw.display());
+        }
     }
     Ok(())
 }
