@@ -136,6 +136,9 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                         restorer.method
                     );
                 }
+                for &nfe in &plan.nfes {
+                    restorer.bridge().check_nfe(nfe)?;
+                }
                 let sweep: Vec<Option<f64>> = match restorer.bridge() {
                     Bridge::Nadb(_) if !plan.thresholds.is_empty() => {
                         plan.thresholds.iter().map(|&d| Some(d)).collect()

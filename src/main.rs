@@ -585,6 +585,7 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         .clone()
         .unwrap_or_else(|| shipped(task, "nadb"));
     let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    restorer.bridge().check_nfe(a.nfe)?;
     eprintln!("{device_line}");
     let restorer = restorer.to_device(device)?;
     if let Some(dir) = &a.out {

@@ -234,6 +234,77 @@ fn i2sb_posterior_keeps_the_marginal() {
     }
 }
 
+/// NADB's grid as integer steps of 1/1000.
+fn nadb_steps(nfe: usize) -> Vec<usize> {
+    NadbSchedule::grid(nfe)
+        .iter()
+        .map(|t| (t * 1000.0).round() as usize)
+        .collect()
+}
+
+#[test]
+fn grids_for_nfe_16_and_20_accumulate_the_stride_and_round_half_to_even() {
+    // NADB, N = 16: stride 62.5, every partial sum exact, the halves go to
+    // the even neighbour (62.5 -> 62, 187.5 -> 188).
+    assert_eq!(
+        nadb_steps(16),
+        [0, 62, 125, 188, 250, 312, 375, 438, 500, 562, 625, 688, 750, 812, 875, 938, 1000]
+    );
+    assert_eq!(nadb_steps(20), (0..=20).map(|k| 50 * k).collect::<Vec<_>>());
+    // I2SB, N = 16: stride 999/16 = 62.4375, exact; 499.5 -> 500.
+    assert_eq!(
+        I2sbSchedule::steps(16),
+        [0, 62, 125, 187, 250, 312, 375, 437, 500, 562, 624, 687, 749, 812, 874, 937, 999]
+    );
+    // I2SB, N = 20: stride 49.95 is not exact in binary; ten additions sum
+    // to just under 499.5 (step 499), where rounding 9990 / 20 = 499.5 gives 500.
+    assert_eq!(
+        I2sbSchedule::steps(20),
+        [
+            0, 50, 100, 150, 200, 250, 300, 350, 400, 450, 499, 549, 599, 649, 699, 749, 799, 849,
+            899, 949, 999
+        ]
+    );
+}
+
+#[test]
+fn grids_for_every_nfe_match_the_reference_script() {
+    // tests/fixtures/grids.txt is written by scripts/grid_reference.py from
+    // the spec's text: `nadb N steps...` for N = 1..=1000, `i2sb N steps...`
+    // for N = 1..=999.
+    let text = include_str!("fixtures/grids.txt");
+    let mut seen = [0usize; 2];
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let bridge = words.next().unwrap();
+        let nfe: usize = words.next().unwrap().parse().unwrap();
+        let want: Vec<usize> = words.map(|w| w.parse().unwrap()).collect();
+        let got = match bridge {
+            "nadb" => nadb_steps(nfe),
+            "i2sb" => I2sbSchedule::steps(nfe),
+            other => panic!("unknown bridge {other}"),
+        };
+        assert_eq!(got, want, "{bridge} NFE {nfe}");
+        seen[usize::from(bridge == "i2sb")] += 1;
+    }
+    assert_eq!(seen, [1000, 999]);
+}
+
+#[test]
+fn nfe_limits_are_the_references() {
+    let nadb = Bridge::Nadb(NadbSchedule::default());
+    let i2sb = Bridge::I2sb(I2sbSchedule::new(0.3));
+    assert_eq!(nadb.plan(1000).unwrap().len(), 1000);
+    assert_eq!(i2sb.plan(999).unwrap().len(), 999);
+    for (bridge, nfe, max) in [(&nadb, 1001, 1000), (&i2sb, 1000, 999), (&nadb, 0, 1000)] {
+        let err = bridge.plan(nfe).unwrap_err().to_string();
+        assert!(
+            err.contains("--nfe") && err.contains(&format!("between 1 and {max}")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_threshold_that_makes_a_variance_negative_is_an_error() {
     let s = NadbSchedule {

@@ -1,7 +1,7 @@
 //! I2SB's schedule, interpolant, label and posterior, in discrete steps
 //! n = 0..999, exactly as the official code (NVlabs/I2SB; spec section 5).
 
-use super::{PlannedStep, TrainingCoeffs};
+use super::{space_indices, PlannedStep, TrainingCoeffs};
 use crate::cpu::bridge::{Combo, StepCoeffs};
 use serde::{Deserialize, Serialize};
 
@@ -83,11 +83,10 @@ impl I2sbSchedule {
         }
     }
 
-    /// Sampling steps for `nfe` evaluations: `round(linspace(0, 999, N+1))`.
+    /// Sampling steps for `nfe` evaluations (N < 1000): the reference's
+    /// `space_indices(1000, N + 1)`, 0 to 999.
     pub fn steps(nfe: usize) -> Vec<usize> {
-        (0..=nfe)
-            .map(|i| ((STEPS - 1) as f64 * i as f64 / nfe as f64).round() as usize)
-            .collect()
+        space_indices(STEPS, nfe + 1)
     }
 
     /// Posterior from step n to m < n with `x0 = X_n - std_fwd[n] out`:

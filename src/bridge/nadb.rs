@@ -8,7 +8,7 @@
 //!
 //! The network regresses `c Y_t`; `eps = out / c`.
 
-use super::{PlannedStep, TrainingCoeffs};
+use super::{space_indices, PlannedStep, TrainingCoeffs};
 use crate::bail;
 use crate::cpu::bridge::{Combo, StepCoeffs};
 use crate::error::Result;
@@ -74,10 +74,12 @@ impl NadbSchedule {
         }
     }
 
-    /// The time grid `t_n = round(1000 n / N) / 1000`, n = 0..=N.
+    /// The time grid t_0 = 0 < ... < t_N = 1 in integer steps of 1/1000:
+    /// the reference's `space_indices(1001, N + 1)` divided by 1000.
     pub fn grid(nfe: usize) -> Vec<f64> {
-        (0..=nfe)
-            .map(|n| (1000.0 * n as f64 / nfe as f64).round() / 1000.0)
+        space_indices(1001, nfe + 1)
+            .into_iter()
+            .map(|step| step as f64 / 1000.0)
             .collect()
     }
 
