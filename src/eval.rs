@@ -3,7 +3,9 @@
 //!
 //! Rows: `input` (the degraded image itself), `mean` (the mean network, one
 //! call), and any bridge method at each NFE (NADB methods once per
-//! threshold d when a sweep is asked for). Images are the center crops of
+//! threshold d when a sweep is asked for; I2SB methods with the sampler
+//! their checkpoint was trained with, OT-ODE or not, unless told otherwise,
+//! and the table says which). Images are the center crops of
 //! every image under the data folder (a full-resolution photograph takes
 //! minutes per NFE on a CPU).
 
@@ -27,6 +29,8 @@ pub struct Row {
     pub method: String,
     pub nfe: Option<usize>,
     pub threshold: Option<f64>,
+    /// An I2SB row sampled as an OT-ODE.
+    pub ot_ode: bool,
     pub psnr: f64,
     pub ssim: f64,
     pub seconds_per_image: f64,
@@ -39,6 +43,8 @@ pub struct EvalPlan {
     pub nfes: Vec<usize>,
     /// NADB thresholds to sweep; empty for each checkpoint's own.
     pub thresholds: Vec<f64>,
+    /// I2SB as an OT-ODE or not; None for each checkpoint's own mode.
+    pub ot_ode: Option<bool>,
     /// Bridge checkpoint per method.
     pub checkpoints: Vec<(Method, PathBuf)>,
     pub mean_checkpoint: Option<PathBuf>,
@@ -97,18 +103,34 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
         .into_iter()
         .map(|(p, clean)| degrade(plan.task, &clean).map(|d| (p, clean, d)))
         .collect::<Result<_>>()?;
+    let i2sb_rows = plan
+        .rows
+        .iter()
+        .any(|r| r.parse::<Method>().is_ok_and(|m| !m.is_nadb()));
+    if plan.ot_ode.is_some() && !i2sb_rows {
+        bail!(
+            "--ot-ode applies to the i2sb methods only, and no i2sb row was asked for (--methods)"
+        );
+    }
     let mut rows = Vec::new();
-    let row = |method: &str, nfe, threshold, (psnr, ssim, secs): (f64, f64, f64)| Row {
+    let row = |method: &str, nfe, threshold, ot_ode, (psnr, ssim, secs): (f64, f64, f64)| Row {
         method: method.to_string(),
         nfe,
         threshold,
+        ot_ode,
         psnr,
         ssim,
         seconds_per_image: secs,
     };
     for name in &plan.rows {
         match name.as_str() {
-            "input" => rows.push(row("input", None, None, score(&images, |d| Ok(d.clone()))?)),
+            "input" => rows.push(row(
+                "input",
+                None,
+                None,
+                false,
+                score(&images, |d| Ok(d.clone()))?,
+            )),
             "mean" => {
                 let Some(path) = &plan.mean_checkpoint else {
                     bail!("the 'mean' row needs --mean-checkpoint");
@@ -118,6 +140,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     "mean",
                     Some(1),
                     None,
+                    false,
                     score(&images, |d| mean_estimate(&mean, d, plan.device))?,
                 ));
             }
@@ -135,6 +158,9 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                         path.display(),
                         restorer.method
                     );
+                }
+                if let (Some(on), false) = (plan.ot_ode, method.is_nadb()) {
+                    restorer.set_ot_ode(on)?;
                 }
                 for &nfe in &plan.nfes {
                     restorer.bridge().check_nfe(nfe)?;
@@ -155,7 +181,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     });
                     for &nfe in &plan.nfes {
                         let result = score(&images, |d| restorer.restore(d, nfe, plan.seed))?;
-                        rows.push(row(other, Some(nfe), shown, result));
+                        rows.push(row(other, Some(nfe), shown, restorer.ot_ode(), result));
                     }
                 }
             }
@@ -171,8 +197,9 @@ pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
     for r in rows {
         let nfe = r.nfe.map_or("-".to_string(), |n| n.to_string());
         let d = r.threshold.map_or("-".to_string(), |d| format!("{d:.3}"));
+        let sampler = if r.ot_ode { " (OT-ODE)" } else { "" };
         s += &format!(
-            "| {} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
+            "| {}{sampler} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
             r.method, r.psnr, r.ssim, r.seconds_per_image
         );
     }
@@ -180,16 +207,17 @@ pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
 }
 
 pub fn csv(task: Task, rows: &[Row]) -> String {
-    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image\n".to_string();
+    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image,ot_ode\n".to_string();
     for r in rows {
         s += &format!(
-            "{task},{},{},{},{:.4},{:.5},{:.4}\n",
+            "{task},{},{},{},{:.4},{:.5},{:.4},{}\n",
             r.method,
             r.nfe.map_or(String::new(), |n| n.to_string()),
             r.threshold.map_or(String::new(), |d| d.to_string()),
             r.psnr,
             r.ssim,
-            r.seconds_per_image
+            r.seconds_per_image,
+            r.ot_ode
         );
     }
     s

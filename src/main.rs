@@ -100,6 +100,19 @@ struct ExportArgs {
 struct BenchArgs {
     #[arg(long, default_value = "base")]
     config: String,
+    /// The task whose defaults the bridge takes (I2SB's beta_max, OT-ODE).
+    #[arg(long, default_value = "jpeg10")]
+    task: String,
+    /// The method restored (nadb, nadb-nomean, i2sb, i2sb-mean); training
+    /// is timed for its family without the mean network.
+    #[arg(long, default_value = "nadb")]
+    method: String,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the task's, as for train]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
+
     /// Side of the restored images.
     #[arg(long, default_value_t = 256)]
     size: usize,
@@ -242,6 +255,12 @@ struct BridgeTrainArgs {
     /// The trained mean network (for nadb and i2sb-mean).
     #[arg(long)]
     mean_checkpoint: Option<PathBuf>,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: on for blur-uniform and
+    /// blur-gauss, as the reference trains them; off otherwise]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 #[derive(Args)]
@@ -283,6 +302,12 @@ struct RestoreArgs {
     /// kernel and graph launches of the measured run.
     #[arg(long)]
     profile: bool,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the mode the checkpoint was
+    /// trained with]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 #[derive(Args)]
@@ -314,6 +339,12 @@ struct EvalArgs {
     /// Also write the table as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the mode each checkpoint was
+    /// trained with]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 fn thousands(n: u64) -> String {
@@ -498,6 +529,12 @@ fn train_cmd(
     let config = UnetConfig::named(&a.config)?;
     let trainer = if a.resume {
         let t = Trainer::resume(&a.out)?;
+        // The NADB schedule is no flag: a run keeps the one it started with
+        // (before target scales were per method, nadb-nomean's was 2).
+        let settings = RunSettings {
+            nadb: t.settings.nadb,
+            ..settings
+        };
         if t.settings != settings {
             bail!(
                 "{}: was trained with other settings ({}); resume with the same flags",
@@ -584,7 +621,10 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         .checkpoint
         .clone()
         .unwrap_or_else(|| shipped(task, "nadb"));
-    let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    let mut restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    if let Some(on) = a.ot_ode {
+        restorer.set_ot_ode(on)?;
+    }
     restorer.bridge().check_nfe(a.nfe)?;
     eprintln!("{device_line}");
     let restorer = restorer.to_device(device)?;
@@ -678,9 +718,10 @@ fn restore_batch(
                 }
             }
             eprintln!(
-                "restored {} image(s) of {w}x{h} with {} at NFE {} in {seconds:.2} s",
+                "restored {} image(s) of {w}x{h} with {}{} at NFE {} in {seconds:.2} s",
                 paths.len(),
                 r.method,
+                if r.ot_ode() { " (OT-ODE)" } else { "" },
                 a.nfe,
             );
         }
@@ -741,6 +782,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         rows: a.methods.clone(),
         nfes: a.nfe.clone(),
         thresholds: a.threshold.clone(),
+        ot_ode: a.ot_ode,
         checkpoints,
         mean_checkpoint: Some(
             a.mean_checkpoint
@@ -832,9 +874,11 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
 }
 
 fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
-    eprintln!("{device_line}");
     let plan = nadb::bench::BenchPlan {
         config: UnetConfig::named(&a.config)?,
+        task: a.task.parse()?,
+        method: a.method.parse()?,
+        ot_ode: a.ot_ode,
         size: a.size,
         nfes: a.nfe,
         batch: a.batch,
@@ -843,6 +887,7 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
         iters: a.iters,
         device,
     };
+    eprintln!("{device_line}");
     let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
     print!("{table}");
     if let Some(path) = &a.out {
@@ -878,6 +923,7 @@ fn main() -> ExitCode {
             .method
             .parse()
             .and_then(|m| run_settings(&a.common, Role::Bridge(m)))
+            .and_then(|s| s.with_ot_ode(a.ot_ode))
             .and_then(|s| {
                 train_cmd(
                     &a.common,

@@ -83,9 +83,13 @@ const E: [f32; 2] = [-0.2, 0.5];
 
 #[test]
 fn nadb_marginal_and_target() {
-    let s = NadbSchedule::default();
     let (x0, e) = (constant_image(X0), constant_image(E));
-    for step in [1, 10, 250, 500, 900, 1000] {
+    // Target scale 2 (nadb) and 1 (nadb-nomean).
+    let schedules = [Method::Nadb, Method::NadbNoMean].map(NadbSchedule::for_method);
+    for (s, step) in schedules
+        .into_iter()
+        .flat_map(|s| [1, 10, 250, 500, 900, 1000].map(|step| (s, step)))
+    {
         let t = step as f64 / 1000.0;
         let c = s.training_coeffs(step);
         assert_eq!(c.time_input, step as f32);
@@ -116,6 +120,7 @@ fn nadb_marginal_and_target() {
 #[test]
 fn i2sb_schedule_and_marginal() {
     let s = I2sbSchedule::new(0.3);
+    assert!(!s.ot_ode);
     // Symmetric beta: std_fwd at n equals std_bwd at 999 - n.
     for n in [0, 10, 499, 800] {
         assert!((s.std_fwd[n] - s.std_bwd[999 - n]).abs() < 1e-12);
@@ -124,28 +129,34 @@ fn i2sb_schedule_and_marginal() {
     assert_eq!(I2sbSchedule::time_input(999), 1000.0);
     assert_eq!(I2sbSchedule::steps(5), vec![0, 200, 400, 599, 799, 999]);
     let (x0, x1) = (constant_image(X0), constant_image(E));
-    for n in [0, 100, 500, 999] {
-        let c = s.training_coeffs(n);
-        let (xn, label) = training_pair(
-            &x0,
-            &x1,
-            &[(c.xt, c.target)],
-            2,
-            Stream::TrainNoise(n as u64),
-        );
-        let (mu0, mu1, std) = s.marginal(n);
-        for ch in 0..2 {
-            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
-            let what = format!("I2SB n={n} ch{ch}");
-            assert_channel(&what, &xn, ch, mu0 * a0 + mu1 * a1, std);
-            let sf = s.std_fwd[n];
-            assert_channel(
-                &what,
-                &label,
-                ch,
-                ((mu0 - 1.0) * a0 + mu1 * a1) / sf,
-                std / sf,
+    // The OT-ODE keeps the marginal's mean and drops its noise: X_n and
+    // the label are deterministic.
+    for ot_ode in [false, true] {
+        let s = s.clone().with_ot_ode(ot_ode);
+        for n in [0, 100, 500, 999] {
+            let c = s.training_coeffs(n);
+            let (xn, label) = training_pair(
+                &x0,
+                &x1,
+                &[(c.xt, c.target)],
+                2,
+                Stream::TrainNoise(n as u64),
             );
+            let (mu0, mu1, marginal_std) = s.marginal(n);
+            let std = if ot_ode { 0.0 } else { marginal_std };
+            for ch in 0..2 {
+                let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+                let what = format!("I2SB n={n} ch{ch} OT-ODE {ot_ode}");
+                assert_channel(&what, &xn, ch, mu0 * a0 + mu1 * a1, std);
+                let sf = s.std_fwd[n];
+                assert_channel(
+                    &what,
+                    &label,
+                    ch,
+                    ((mu0 - 1.0) * a0 + mu1 * a1) / sf,
+                    std / sf,
+                );
+            }
         }
     }
 }
@@ -232,6 +243,49 @@ fn i2sb_posterior_keeps_the_marginal() {
             );
         }
     }
+}
+
+#[test]
+fn the_i2sb_ot_ode_posterior_has_zero_variance() {
+    // From the deterministic X_n = mu0 X0 + mu1 X1, with the oracle's x0 =
+    // X0, the step is exactly its mean (a2 / f_n^2) X0 + (f_m^2 / f_n^2) X_n:
+    // no noise, whatever the seed.
+    let s = I2sbSchedule::new(1.0).with_ot_ode(true);
+    let (x0, x1) = (constant_image(X0), constant_image(E));
+    for (n, m) in [(999, 799), (500, 300), (200, 1), (62, 0)] {
+        let step = s.step(n, m);
+        assert_eq!(step.noise, 0.0, "{n}->{m}");
+        let sf = s.std_fwd[n];
+        let xm = oracle_step(&x0, &x1, s.training_coeffs(n), step, |x, a| {
+            ((x - a) as f64 / sf) as f32
+        });
+        let (mu0, mu1, _) = s.marginal(n);
+        let (fn2, fm2) = (sf * sf, s.std_fwd[m].powi(2));
+        for ch in 0..2 {
+            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+            let mean = (fn2 - fm2) / fn2 * a0 + fm2 / fn2 * (mu0 * a0 + mu1 * a1);
+            assert_channel(&format!("OT-ODE {n}->{m} ch{ch}"), &xm, ch, mean, 0.0);
+        }
+    }
+    // The stochastic bridge adds the posterior noise on the same steps.
+    assert!(I2sbSchedule::new(1.0).step(500, 300).noise > 0.0);
+}
+
+#[test]
+fn nadb_target_scale_is_2_with_the_mean_network_and_1_without() {
+    assert_eq!(NadbSchedule::for_method(Method::Nadb).c, 2.0);
+    assert_eq!(NadbSchedule::for_method(Method::NadbNoMean).c, 1.0);
+    assert_eq!(
+        NadbSchedule::default(),
+        NadbSchedule::for_method(Method::Nadb)
+    );
+    // Same alpha, k and threshold d = (1 - alpha) / (2 - alpha).
+    let (a, b) = (
+        NadbSchedule::for_method(Method::Nadb),
+        NadbSchedule::for_method(Method::NadbNoMean),
+    );
+    assert_eq!((a.alpha, a.k, a.threshold), (0.4, 0.75, b.threshold));
+    assert!((a.threshold - 0.375).abs() < 1e-12);
 }
 
 /// NADB's grid as integer steps of 1/1000.
@@ -335,27 +389,29 @@ fn samplers_with_an_oracle_network_return_the_clean_image() {
         .unwrap();
         assert!(out.max_abs_diff(&x0) < 1e-5, "NADB NFE {nfe}");
     }
-    let i2sb = I2sbSchedule::new(0.3);
-    let out = sample(
-        &Bridge::I2sb(i2sb.clone()),
-        &e,
-        10,
-        Seed::Host(9),
-        |x, time| {
-            let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
-            let sf = i2sb.std_fwd[n];
-            let d: Vec<f32> = x
-                .data()
-                .iter()
-                .zip(x0.data())
-                .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
-                .collect();
-            Tensor::from_vec(x.shape(), d)
-        },
-    )
-    .unwrap();
-    // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
-    assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB");
+    for ot_ode in [false, true] {
+        let i2sb = I2sbSchedule::new(0.3).with_ot_ode(ot_ode);
+        let out = sample(
+            &Bridge::I2sb(i2sb.clone()),
+            &e,
+            10,
+            Seed::Host(9),
+            |x, time| {
+                let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
+                let sf = i2sb.std_fwd[n];
+                let d: Vec<f32> = x
+                    .data()
+                    .iter()
+                    .zip(x0.data())
+                    .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
+                    .collect();
+                Tensor::from_vec(x.shape(), d)
+            },
+        )
+        .unwrap();
+        // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
+        assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB, OT-ODE {ot_ode}");
+    }
     assert_eq!("nadb-nomean".parse::<Method>().unwrap(), Method::NadbNoMean);
     assert!("ddpm".parse::<Method>().is_err());
 }

@@ -342,8 +342,8 @@ fn the_paper_blur_of_a_2x2_image_is_hand_computable() {
     ];
     let x = image(2, 2, 3, |y, xx, c| vals[c][2 * y + xx]);
     let out = degrade(Task::BlurGauss, &x).unwrap();
-    for c in 0..3 {
-        let u: Vec<f64> = vals[c].iter().map(|&v| unit(v)).collect();
+    for (c, channel) in vals.iter().enumerate() {
+        let u: Vec<f64> = channel.iter().map(|&v| unit(v)).collect();
         let (x00, x01, x10, x11) = (u[0], u[1], u[2], u[3]);
         for y in 0..2 {
             for xx in 0..2 {

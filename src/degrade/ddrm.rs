@@ -34,6 +34,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Singular values of the 1-D matrix below this are zeroed (DDRM's ZERO).
 const ZERO: f64 = 3e-2;
 
+/// Decompositions by (kernel, side).
+type Cache = Mutex<HashMap<(BlurKernel, usize), Arc<Side>>>;
+
 /// The decomposition of one side's 1-D blur matrix.
 struct Side {
     /// Row-major n x n; column j is the j-th singular vector.
@@ -65,7 +68,7 @@ impl Side {
 
     /// The cached decomposition for `kernel` on `n` samples.
     fn cached(kernel: BlurKernel, n: usize) -> Arc<Side> {
-        static CACHE: OnceLock<Mutex<HashMap<(BlurKernel, usize), Arc<Side>>>> = OnceLock::new();
+        static CACHE: OnceLock<Cache> = OnceLock::new();
         let mut map = CACHE
             .get_or_init(Default::default)
             .lock()
