@@ -79,10 +79,26 @@ fn noise_images(n: usize, side: usize, seed: u64) -> Tensor {
     Tensor::from_vec(&[n, side, side, 3], data)
 }
 
+impl BenchPlan {
+    /// The settings of a run of `method` under this plan.
+    fn settings(&self, method: Method) -> Result<RunSettings> {
+        RunSettings::new(Role::Bridge(method), self.task).with_ot_ode(self.ot_ode)
+    }
+
+    /// The restored method's bridge; an error for a flag that does not fit
+    /// it (`--ot-ode` for NADB, an NFE out of range).
+    pub fn bridge(&self) -> Result<Bridge> {
+        let bridge = self.settings(self.method)?.bridge()?;
+        for &nfe in &self.nfes {
+            bridge.check_nfe(nfe)?;
+        }
+        Ok(bridge)
+    }
+}
+
 pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
     let (task, method) = (plan.task, plan.method);
-    let settings = |m: Method| RunSettings::new(Role::Bridge(m), task).with_ot_ode(plan.ot_ode);
-    let bridge = settings(method)?.bridge()?;
+    let bridge = plan.bridge()?;
     let sampler = match &bridge {
         Bridge::I2sb(s) if s.ot_ode => format!("{method}, OT-ODE"),
         _ => method.to_string(),
@@ -130,7 +146,7 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
     let train_settings = RunSettings {
         batch: plan.train_batch,
         crop: plan.train_size,
-        ..settings(trained)?
+        ..plan.settings(trained)?
     };
     let ot_ode = if train_settings.i2sb_ot_ode {
         ", OT-ODE"

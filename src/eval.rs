@@ -97,21 +97,37 @@ fn score(
     Ok((mean_of(&p), mean_of(&s), secs))
 }
 
+impl EvalPlan {
+    /// Refuses rows, NFEs and flags that do not fit together, before any
+    /// work: an unknown row, an NFE out of a method's range, `--ot-ode`
+    /// without an i2sb row.
+    pub fn check(&self) -> Result<()> {
+        let mut i2sb_rows = false;
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| !matches!(r.as_str(), "input" | "mean"))
+        {
+            let method: Method = row.parse()?;
+            for &nfe in &self.nfes {
+                method.check_nfe(nfe)?;
+            }
+            i2sb_rows |= !method.is_nadb();
+        }
+        if self.ot_ode.is_some() && !i2sb_rows {
+            bail!("--ot-ode applies to the i2sb methods only, and no i2sb row was asked for (--methods)");
+        }
+        Ok(())
+    }
+}
+
 /// The table's rows and the number of images they average over.
 pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
+    plan.check()?;
     let images: Vec<(PathBuf, Tensor, Tensor)> = load_eval_images(data, plan.crop)?
         .into_iter()
         .map(|(p, clean)| degrade(plan.task, &clean).map(|d| (p, clean, d)))
         .collect::<Result<_>>()?;
-    let i2sb_rows = plan
-        .rows
-        .iter()
-        .any(|r| r.parse::<Method>().is_ok_and(|m| !m.is_nadb()));
-    if plan.ot_ode.is_some() && !i2sb_rows {
-        bail!(
-            "--ot-ode applies to the i2sb methods only, and no i2sb row was asked for (--methods)"
-        );
-    }
     let mut rows = Vec::new();
     let row = |method: &str, nfe, threshold, ot_ode, (psnr, ssim, secs): (f64, f64, f64)| Row {
         method: method.to_string(),
@@ -161,9 +177,6 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                 }
                 if let (Some(on), false) = (plan.ot_ode, method.is_nadb()) {
                     restorer.set_ot_ode(on)?;
-                }
-                for &nfe in &plan.nfes {
-                    restorer.bridge().check_nfe(nfe)?;
                 }
                 let sweep: Vec<Option<f64>> = match restorer.bridge() {
                     Bridge::Nadb(_) if !plan.thresholds.is_empty() => {

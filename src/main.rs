@@ -793,6 +793,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         seed: a.seed,
         device,
     };
+    plan.check()?;
     eprintln!("{device_line}");
     let (rows, images) = evaluate(&a.data, &plan)?;
     print!("{}", eval::markdown(task, images, &rows));
@@ -887,6 +888,7 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
         iters: a.iters,
         device,
     };
+    plan.bridge()?;
     eprintln!("{device_line}");
     let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
     print!("{table}");

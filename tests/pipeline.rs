@@ -449,6 +449,25 @@ fn i2sb_on_the_paper_blurs_is_an_ot_ode_by_default_and_eval_says_so() {
     assert!(table.contains("| i2sb (OT-ODE) | 1 | - |"), "{table}");
     let table = eval(&["--ot-ode=false"]);
     assert!(table.contains("| i2sb | 1 | - |"), "{table}");
+    let eval_error = |methods: &str, nfe: &str| {
+        nadb(&[
+            "eval",
+            "--data",
+            &d("val"),
+            "--task",
+            "blur-uniform",
+            "--methods",
+            methods,
+            "--nfe",
+            nfe,
+            "--ot-ode",
+        ])
+    };
+    assert_one_line_error(eval_error("input", "1"), "no i2sb row");
+    assert_one_line_error(
+        eval_error("input,i2sb", "5,1000"),
+        "--nfe must be between 1 and 999 for I2SB, got 1000",
+    );
 
     let nomean = dir.path().join("nomean.safetensors");
     let mut t = Trainer::new(

@@ -60,6 +60,25 @@ impl Method {
     pub fn is_nadb(self) -> bool {
         matches!(self, Method::Nadb | Method::NadbNoMean)
     }
+
+    /// Refuses an NFE outside the method's limits (see `check_nfe`).
+    pub fn check_nfe(self, nfe: usize) -> Result<()> {
+        check_nfe(self.is_nadb(), nfe)
+    }
+}
+
+/// The most network evaluations a sampler takes, as the reference asserts:
+/// NADB picks N + 1 of its 1001 grid points (0..=1000), I2SB requires
+/// N < 1000 (its 1000 steps hold at most 999 intervals).
+fn check_nfe(nadb: bool, nfe: usize) -> Result<()> {
+    let (max, family) = match nadb {
+        true => (1000, "NADB"),
+        false => (i2sb::STEPS - 1, "I2SB"),
+    };
+    if nfe == 0 || nfe > max {
+        bail!("--nfe must be between 1 and {max} for {family}, got {nfe}");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Method {
@@ -121,27 +140,9 @@ impl Bridge {
         }
     }
 
-    /// The most network evaluations a sampler takes, as the reference
-    /// asserts: NADB picks N + 1 of its 1001 grid points (0..=1000), I2SB
-    /// requires N < 1000 (its 1000 steps hold at most 999 intervals).
-    pub fn max_nfe(&self) -> usize {
-        match self {
-            Bridge::Nadb(_) => 1000,
-            Bridge::I2sb(_) => i2sb::STEPS - 1,
-        }
-    }
-
-    /// Refuses an NFE outside `1..=max_nfe()`.
+    /// Refuses an NFE outside the family's limits (see `check_nfe`).
     pub fn check_nfe(&self, nfe: usize) -> Result<()> {
-        let family = match self {
-            Bridge::Nadb(_) => "NADB",
-            Bridge::I2sb(_) => "I2SB",
-        };
-        let max = self.max_nfe();
-        if nfe == 0 || nfe > max {
-            bail!("--nfe must be between 1 and {max} for {family}, got {nfe}");
-        }
-        Ok(())
+        check_nfe(matches!(self, Bridge::Nadb(_)), nfe)
     }
 
     /// The sampler's `nfe` network evaluations, start to finish.
