@@ -1,15 +1,17 @@
 //! `nadb bench`: end-to-end figures on one device, with random weights of
 //! a named configuration (speed does not depend on what the weights say):
 //!
-//! - restoration latency at batch 1 (mean network + NADB sampler; on the
-//!   GPU one graph replay per image) for each NFE,
+//! - restoration latency at batch 1 (the method's sampler, after the mean
+//!   network for the methods that have one; on the GPU one graph replay
+//!   per image) for each NFE,
 //! - restoration throughput at a larger batch,
-//! - training throughput (forward + backward + AdamW + EMA), images/s.
+//! - training throughput (forward + backward + AdamW + EMA) of the method's
+//!   family without the mean network (nadb-nomean or i2sb), images/s.
 //!
 //! Each figure is the median of `iters` timed runs after one warm-up run
 //! (which on the GPU includes capturing the graph).
 
-use crate::bridge::Method;
+use crate::bridge::{Bridge, Method};
 use crate::degrade::Task;
 use crate::device::Device;
 use crate::error::Result;
@@ -21,6 +23,11 @@ use std::time::Instant;
 
 pub struct BenchPlan {
     pub config: UnetConfig,
+    /// Sets the method's defaults (I2SB's beta_max and OT-ODE).
+    pub task: Task,
+    pub method: Method,
+    /// I2SB as an OT-ODE or not (None: the task's default).
+    pub ot_ode: Option<bool>,
     /// Side of the restored images.
     pub size: usize,
     pub nfes: Vec<usize>,
@@ -72,14 +79,38 @@ fn noise_images(n: usize, side: usize, seed: u64) -> Tensor {
     Tensor::from_vec(&[n, side, side, 3], data)
 }
 
+impl BenchPlan {
+    /// The settings of a run of `method` under this plan.
+    fn settings(&self, method: Method) -> Result<RunSettings> {
+        RunSettings::new(Role::Bridge(method), self.task).with_ot_ode(self.ot_ode)
+    }
+
+    /// The restored method's bridge; an error for a flag that does not fit
+    /// it (`--ot-ode` for NADB, an NFE out of range).
+    pub fn bridge(&self) -> Result<Bridge> {
+        let bridge = self.settings(self.method)?.bridge()?;
+        for &nfe in &self.nfes {
+            bridge.check_nfe(nfe)?;
+        }
+        Ok(bridge)
+    }
+}
+
 pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
-    let task = Task::Jpeg10;
-    let method = Method::Nadb;
-    let bridge = RunSettings::new(Role::Bridge(method), task).bridge()?;
+    let (task, method) = (plan.task, plan.method);
+    let bridge = plan.bridge()?;
+    let sampler = match &bridge {
+        Bridge::I2sb(s) if s.ot_ode => format!("{method}, OT-ODE"),
+        _ => method.to_string(),
+    };
     let net = Unet::new(&plan.config, 1)?;
-    let mean = Unet::new(&plan.config.without_time(), 2)?;
+    let mean = method
+        .uses_mean()
+        .then(|| Unet::new(&plan.config.without_time(), 2))
+        .transpose()?;
     let restorer =
-        Restorer::from_networks(task, method, bridge, net, Some(mean))?.to_device(plan.device)?;
+        Restorer::from_networks(task, method, bridge, net, mean)?.to_device(plan.device)?;
+    let mean_plus = if method.uses_mean() { "mean + " } else { "" };
     let flops = |n: usize, side: usize| -> Result<f64> {
         Ok(forward_flops(&plan.config, n, side, side)? as f64)
     };
@@ -89,10 +120,10 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
         let secs = median_time(plan.iters, plan.device, || {
             restorer.restore(&images, nfe, 0).map(drop)
         })?;
-        let work = flops(n, plan.size)? * (nfe + 1) as f64;
+        let work = flops(n, plan.size)? * (nfe + usize::from(method.uses_mean())) as f64;
         Ok(Figure {
             what: format!(
-                "restore {0}x{0} batch {n} NFE {nfe} ({1}, mean + nadb)",
+                "restore {0}x{0} batch {n} NFE {nfe} ({1}, {mean_plus}{sampler})",
                 plan.size, plan.config.name
             ),
             median_seconds: secs,
@@ -107,12 +138,22 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
         let nfe = *plan.nfes.last().unwrap_or(&10);
         figures.push(restore_figure(plan.batch, nfe)?);
     }
-    let settings = RunSettings {
+    let trained = if method.is_nadb() {
+        Method::NadbNoMean
+    } else {
+        Method::I2sb
+    };
+    let train_settings = RunSettings {
         batch: plan.train_batch,
         crop: plan.train_size,
-        ..RunSettings::new(Role::Bridge(Method::NadbNoMean), task)
+        ..plan.settings(trained)?
     };
-    let mut trainer = Trainer::new(settings, &plan.config)?.to_device(plan.device)?;
+    let ot_ode = if train_settings.i2sb_ot_ode {
+        ", OT-ODE"
+    } else {
+        ""
+    };
+    let mut trainer = Trainer::new(train_settings, &plan.config)?.to_device(plan.device)?;
     let clean = noise_images(plan.train_batch, plan.train_size, 4);
     let degraded = noise_images(plan.train_batch, plan.train_size, 5);
     let secs = median_time(plan.iters, plan.device, || {
@@ -120,7 +161,7 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
     })?;
     figures.push(Figure {
         what: format!(
-            "train step {0}x{0} batch {1} ({2}, nadb-nomean)",
+            "train step {0}x{0} batch {1} ({2}, {trained}{ot_ode})",
             plan.train_size, plan.train_batch, plan.config.name
         ),
         median_seconds: secs,

@@ -3,7 +3,9 @@
 //!
 //! Rows: `input` (the degraded image itself), `mean` (the mean network, one
 //! call), and any bridge method at each NFE (NADB methods once per
-//! threshold d when a sweep is asked for). Images are the center crops of
+//! threshold d when a sweep is asked for; I2SB methods with the sampler
+//! their checkpoint was trained with, OT-ODE or not, unless told otherwise,
+//! and the table says which). Images are the center crops of
 //! every image under the data folder (a full-resolution photograph takes
 //! minutes per NFE on a CPU).
 
@@ -27,6 +29,8 @@ pub struct Row {
     pub method: String,
     pub nfe: Option<usize>,
     pub threshold: Option<f64>,
+    /// An I2SB row sampled as an OT-ODE.
+    pub ot_ode: bool,
     pub psnr: f64,
     pub ssim: f64,
     pub seconds_per_image: f64,
@@ -39,6 +43,8 @@ pub struct EvalPlan {
     pub nfes: Vec<usize>,
     /// NADB thresholds to sweep; empty for each checkpoint's own.
     pub thresholds: Vec<f64>,
+    /// I2SB as an OT-ODE or not; None for each checkpoint's own mode.
+    pub ot_ode: Option<bool>,
     /// Bridge checkpoint per method.
     pub checkpoints: Vec<(Method, PathBuf)>,
     pub mean_checkpoint: Option<PathBuf>,
@@ -91,24 +97,56 @@ fn score(
     Ok((mean_of(&p), mean_of(&s), secs))
 }
 
+impl EvalPlan {
+    /// Refuses rows, NFEs and flags that do not fit together, before any
+    /// work: an unknown row, an NFE out of a method's range, `--ot-ode`
+    /// without an i2sb row.
+    pub fn check(&self) -> Result<()> {
+        let mut i2sb_rows = false;
+        for row in self
+            .rows
+            .iter()
+            .filter(|r| !matches!(r.as_str(), "input" | "mean"))
+        {
+            let method: Method = row.parse()?;
+            for &nfe in &self.nfes {
+                method.check_nfe(nfe)?;
+            }
+            i2sb_rows |= !method.is_nadb();
+        }
+        if self.ot_ode.is_some() && !i2sb_rows {
+            bail!("--ot-ode applies to the i2sb methods only, and no i2sb row was asked for (--methods)");
+        }
+        Ok(())
+    }
+}
+
 /// The table's rows and the number of images they average over.
 pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
+    plan.check()?;
     let images: Vec<(PathBuf, Tensor, Tensor)> = load_eval_images(data, plan.crop)?
         .into_iter()
         .map(|(p, clean)| degrade(plan.task, &clean).map(|d| (p, clean, d)))
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
-    let row = |method: &str, nfe, threshold, (psnr, ssim, secs): (f64, f64, f64)| Row {
+    let row = |method: &str, nfe, threshold, ot_ode, (psnr, ssim, secs): (f64, f64, f64)| Row {
         method: method.to_string(),
         nfe,
         threshold,
+        ot_ode,
         psnr,
         ssim,
         seconds_per_image: secs,
     };
     for name in &plan.rows {
         match name.as_str() {
-            "input" => rows.push(row("input", None, None, score(&images, |d| Ok(d.clone()))?)),
+            "input" => rows.push(row(
+                "input",
+                None,
+                None,
+                false,
+                score(&images, |d| Ok(d.clone()))?,
+            )),
             "mean" => {
                 let Some(path) = &plan.mean_checkpoint else {
                     bail!("the 'mean' row needs --mean-checkpoint");
@@ -118,6 +156,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     "mean",
                     Some(1),
                     None,
+                    false,
                     score(&images, |d| mean_estimate(&mean, d, plan.device))?,
                 ));
             }
@@ -136,6 +175,9 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                         restorer.method
                     );
                 }
+                if let (Some(on), false) = (plan.ot_ode, method.is_nadb()) {
+                    restorer.set_ot_ode(on)?;
+                }
                 let sweep: Vec<Option<f64>> = match restorer.bridge() {
                     Bridge::Nadb(_) if !plan.thresholds.is_empty() => {
                         plan.thresholds.iter().map(|&d| Some(d)).collect()
@@ -152,7 +194,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     });
                     for &nfe in &plan.nfes {
                         let result = score(&images, |d| restorer.restore(d, nfe, plan.seed))?;
-                        rows.push(row(other, Some(nfe), shown, result));
+                        rows.push(row(other, Some(nfe), shown, restorer.ot_ode(), result));
                     }
                 }
             }
@@ -168,8 +210,9 @@ pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
     for r in rows {
         let nfe = r.nfe.map_or("-".to_string(), |n| n.to_string());
         let d = r.threshold.map_or("-".to_string(), |d| format!("{d:.3}"));
+        let sampler = if r.ot_ode { " (OT-ODE)" } else { "" };
         s += &format!(
-            "| {} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
+            "| {}{sampler} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
             r.method, r.psnr, r.ssim, r.seconds_per_image
         );
     }
@@ -177,16 +220,17 @@ pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
 }
 
 pub fn csv(task: Task, rows: &[Row]) -> String {
-    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image\n".to_string();
+    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image,ot_ode\n".to_string();
     for r in rows {
         s += &format!(
-            "{task},{},{},{},{:.4},{:.5},{:.4}\n",
+            "{task},{},{},{},{:.4},{:.5},{:.4},{}\n",
             r.method,
             r.nfe.map_or(String::new(), |n| n.to_string()),
             r.threshold.map_or(String::new(), |d| d.to_string()),
             r.psnr,
             r.ssim,
-            r.seconds_per_image
+            r.seconds_per_image,
+            r.ot_ode
         );
     }
     s

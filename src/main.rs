@@ -44,7 +44,8 @@ struct Cli {
 enum Command {
     /// Print a network's configuration, parameter count and forward FLOPs.
     Info(InfoArgs),
-    /// Degrade clean images with one of the six tasks.
+    /// Degrade clean images with one of the tasks (the paper's six and the
+    /// separable blurs).
     Degrade(DegradeArgs),
     /// Train the mean network M(X1) ~ E[X0 | X1] for a task.
     TrainMean(TrainArgs),
@@ -99,6 +100,19 @@ struct ExportArgs {
 struct BenchArgs {
     #[arg(long, default_value = "base")]
     config: String,
+    /// The task whose defaults the bridge takes (I2SB's beta_max, OT-ODE).
+    #[arg(long, default_value = "jpeg10")]
+    task: String,
+    /// The method restored (nadb, nadb-nomean, i2sb, i2sb-mean); training
+    /// is timed for its family without the mean network.
+    #[arg(long, default_value = "nadb")]
+    method: String,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the task's, as for train]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
+
     /// Side of the restored images.
     #[arg(long, default_value_t = 256)]
     size: usize,
@@ -172,6 +186,11 @@ struct DegradeArgs {
     out: PathBuf,
     #[arg(long)]
     task: String,
+    /// Also write each degraded image unrounded, as NAME.safetensors with
+    /// the f32 tensor "x" [1, h, w, 3] in [-1, 1] (the input format of
+    /// `nadb forward`): for comparing with other implementations.
+    #[arg(long)]
+    tensors: bool,
     /// Replace outputs that already exist (inputs are never replaced).
     #[arg(long)]
     force: bool,
@@ -236,6 +255,12 @@ struct BridgeTrainArgs {
     /// The trained mean network (for nadb and i2sb-mean).
     #[arg(long)]
     mean_checkpoint: Option<PathBuf>,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: on for blur-uniform and
+    /// blur-gauss, as the reference trains them; off otherwise]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 #[derive(Args)]
@@ -277,6 +302,12 @@ struct RestoreArgs {
     /// kernel and graph launches of the measured run.
     #[arg(long)]
     profile: bool,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the mode the checkpoint was
+    /// trained with]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 #[derive(Args)]
@@ -308,6 +339,12 @@ struct EvalArgs {
     /// Also write the table as CSV here.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// I2SB as an OT-ODE: the reference's `--ot-ode`, no noise in the
+    /// interpolant nor in the posterior (i2sb methods only; --ot-ode=false
+    /// turns it off). [default: the mode each checkpoint was
+    /// trained with]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ot_ode: Option<bool>,
 }
 
 fn thousands(n: u64) -> String {
@@ -454,9 +491,17 @@ fn degrade_cmd(a: DegradeArgs) -> Result<()> {
             .unwrap_or("png")
             .to_ascii_lowercase();
         let path = output_path(input, Some(&a.out), &ext, &a.inputs, a.force)?;
-        let x = load_image(input)?;
-        save_image(&path, &degrade(task, &x)?, 0)?;
+        let raw = a
+            .tensors
+            .then(|| output_path(input, Some(&a.out), "safetensors", &a.inputs, a.force))
+            .transpose()?;
+        let y = degrade(task, &load_image(input)?)?;
+        save_image(&path, &y, 0)?;
         println!("{} -> {}", input.display(), path.display());
+        if let Some(raw) = raw {
+            checkpoint::write_tensors(&raw, &[("x", &y)])?;
+            println!("{} -> {}", input.display(), raw.display());
+        }
     }
     Ok(())
 }
@@ -484,6 +529,12 @@ fn train_cmd(
     let config = UnetConfig::named(&a.config)?;
     let trainer = if a.resume {
         let t = Trainer::resume(&a.out)?;
+        // The NADB schedule is no flag: a run keeps the one it started with
+        // (before target scales were per method, nadb-nomean's was 2).
+        let settings = RunSettings {
+            nadb: t.settings.nadb,
+            ..settings
+        };
         if t.settings != settings {
             bail!(
                 "{}: was trained with other settings ({}); resume with the same flags",
@@ -570,7 +621,11 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         .checkpoint
         .clone()
         .unwrap_or_else(|| shipped(task, "nadb"));
-    let restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    let mut restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
+    if let Some(on) = a.ot_ode {
+        restorer.set_ot_ode(on)?;
+    }
+    restorer.bridge().check_nfe(a.nfe)?;
     eprintln!("{device_line}");
     let restorer = restorer.to_device(device)?;
     if let Some(dir) = &a.out {
@@ -663,9 +718,10 @@ fn restore_batch(
                 }
             }
             eprintln!(
-                "restored {} image(s) of {w}x{h} with {} at NFE {} in {seconds:.2} s",
+                "restored {} image(s) of {w}x{h} with {}{} at NFE {} in {seconds:.2} s",
                 paths.len(),
                 r.method,
+                if r.ot_ode() { " (OT-ODE)" } else { "" },
                 a.nfe,
             );
         }
@@ -726,6 +782,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         rows: a.methods.clone(),
         nfes: a.nfe.clone(),
         thresholds: a.threshold.clone(),
+        ot_ode: a.ot_ode,
         checkpoints,
         mean_checkpoint: Some(
             a.mean_checkpoint
@@ -736,6 +793,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         seed: a.seed,
         device,
     };
+    plan.check()?;
     eprintln!("{device_line}");
     let (rows, images) = evaluate(&a.data, &plan)?;
     print!("{}", eval::markdown(task, images, &rows));
@@ -817,9 +875,11 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
 }
 
 fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
-    eprintln!("{device_line}");
     let plan = nadb::bench::BenchPlan {
         config: UnetConfig::named(&a.config)?,
+        task: a.task.parse()?,
+        method: a.method.parse()?,
+        ot_ode: a.ot_ode,
         size: a.size,
         nfes: a.nfe,
         batch: a.batch,
@@ -828,6 +888,8 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
         iters: a.iters,
         device,
     };
+    plan.bridge()?;
+    eprintln!("{device_line}");
     let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
     print!("{table}");
     if let Some(path) = &a.out {
@@ -863,6 +925,7 @@ fn main() -> ExitCode {
             .method
             .parse()
             .and_then(|m| run_settings(&a.common, Role::Bridge(m)))
+            .and_then(|s| s.with_ot_ode(a.ot_ode))
             .and_then(|s| {
                 train_cmd(
                     &a.common,

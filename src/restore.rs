@@ -15,7 +15,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::nn::{forward_peak_bytes, Unet};
 use crate::tensor::Tensor;
-use crate::train::{infer, load_inference_net, source_endpoint, Role};
+use crate::train::{infer, load_inference_net, no_ot_ode, source_endpoint, Role};
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -141,6 +141,22 @@ impl Restorer {
 
     pub fn bridge(&self) -> &Bridge {
         &self.bridge
+    }
+
+    /// Samples I2SB as an OT-ODE or not, whatever it was trained with (the
+    /// default is the checkpoint's mode); an error for a NADB bridge.
+    pub fn set_ot_ode(&mut self, on: bool) -> Result<()> {
+        let Bridge::I2sb(s) = &mut self.bridge else {
+            return Err(no_ot_ode(self.method));
+        };
+        s.ot_ode = on;
+        *self.captured.get_mut() = None; // the graph holds the old coefficients
+        Ok(())
+    }
+
+    /// Whether the sampler is I2SB's OT-ODE.
+    pub fn ot_ode(&self) -> bool {
+        matches!(&self.bridge, Bridge::I2sb(s) if s.ot_ode)
     }
 
     /// Moves NADB's sampler threshold d (no effect on I2SB).

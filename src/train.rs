@@ -70,6 +70,10 @@ pub struct RunSettings {
     pub nadb: Option<NadbSchedule>,
     /// I2SB's beta_max (I2SB methods only).
     pub i2sb_beta_max: Option<f64>,
+    /// I2SB as an OT-ODE (I2SB methods only). Absent from checkpoints
+    /// written before the mode existed: those trained without it.
+    #[serde(default)]
+    pub i2sb_ot_ode: bool,
     /// The mean network the source endpoint came from (methods with a mean).
     pub mean_checkpoint: Option<PathBuf>,
 }
@@ -90,14 +94,22 @@ impl RunSettings {
     pub fn bridge(&self) -> Result<Bridge> {
         match (self.role, self.nadb, self.i2sb_beta_max) {
             (Role::Bridge(m), Some(s), _) if m.is_nadb() => Ok(Bridge::Nadb(s)),
-            (Role::Bridge(m), _, Some(b)) if !m.is_nadb() => Ok(Bridge::I2sb(I2sbSchedule::new(b))),
+            (Role::Bridge(m), _, Some(b)) if !m.is_nadb() => Ok(Bridge::I2sb(
+                I2sbSchedule::new(b).with_ot_ode(self.i2sb_ot_ode),
+            )),
             (role, _, _) => bail!("a {role:?} network has no bridge schedule"),
         }
     }
 
-    /// Settings for a new run of `role` on `task` with the spec's defaults.
+    /// Settings for a new run of `role` on `task` with the spec's defaults
+    /// (the NADB schedule of the method, OT-ODE for I2SB on the paper's
+    /// deblurring tasks).
     pub fn new(role: Role, task: Task) -> RunSettings {
-        let is = |nadb: bool| matches!(role, Role::Bridge(m) if m.is_nadb() == nadb);
+        let method = match role {
+            Role::Bridge(m) => Some(m),
+            Role::Mean => None,
+        };
+        let is = |nadb: bool| method.is_some_and(|m| m.is_nadb() == nadb);
         RunSettings {
             role,
             task: task.name().to_string(),
@@ -109,11 +121,37 @@ impl RunSettings {
             weight_decay: 0.0,
             ema_decay: 0.999,
             clip: 1.0,
-            nadb: is(true).then(NadbSchedule::default),
+            nadb: method.filter(|m| m.is_nadb()).map(NadbSchedule::for_method),
             i2sb_beta_max: is(false).then(|| task.i2sb_beta_max()),
+            i2sb_ot_ode: is(false) && task.i2sb_ot_ode_default(),
             mean_checkpoint: None,
         }
     }
+
+    /// Applies an explicit `--ot-ode` choice (None keeps the default); only
+    /// the I2SB methods have the mode.
+    pub fn with_ot_ode(self, choice: Option<bool>) -> Result<RunSettings> {
+        let Some(on) = choice else {
+            return Ok(self);
+        };
+        match self.role {
+            Role::Bridge(m) if !m.is_nadb() => Ok(RunSettings {
+                i2sb_ot_ode: on,
+                ..self
+            }),
+            Role::Bridge(m) => Err(no_ot_ode(m)),
+            Role::Mean => {
+                bail!("--ot-ode applies to the i2sb bridge methods only, not to a mean network")
+            }
+        }
+    }
+}
+
+/// The error for `--ot-ode` given with a method that has no OT-ODE mode.
+pub fn no_ot_ode(method: Method) -> Error {
+    Error(format!(
+        "--ot-ode applies to the i2sb methods only, not {method} (a NADB bridge)"
+    ))
 }
 
 /// What the loop reports after each step.

@@ -83,9 +83,13 @@ const E: [f32; 2] = [-0.2, 0.5];
 
 #[test]
 fn nadb_marginal_and_target() {
-    let s = NadbSchedule::default();
     let (x0, e) = (constant_image(X0), constant_image(E));
-    for step in [1, 10, 250, 500, 900, 1000] {
+    // Target scale 2 (nadb) and 1 (nadb-nomean).
+    let schedules = [Method::Nadb, Method::NadbNoMean].map(NadbSchedule::for_method);
+    for (s, step) in schedules
+        .into_iter()
+        .flat_map(|s| [1, 10, 250, 500, 900, 1000].map(|step| (s, step)))
+    {
         let t = step as f64 / 1000.0;
         let c = s.training_coeffs(step);
         assert_eq!(c.time_input, step as f32);
@@ -116,6 +120,7 @@ fn nadb_marginal_and_target() {
 #[test]
 fn i2sb_schedule_and_marginal() {
     let s = I2sbSchedule::new(0.3);
+    assert!(!s.ot_ode);
     // Symmetric beta: std_fwd at n equals std_bwd at 999 - n.
     for n in [0, 10, 499, 800] {
         assert!((s.std_fwd[n] - s.std_bwd[999 - n]).abs() < 1e-12);
@@ -124,28 +129,34 @@ fn i2sb_schedule_and_marginal() {
     assert_eq!(I2sbSchedule::time_input(999), 1000.0);
     assert_eq!(I2sbSchedule::steps(5), vec![0, 200, 400, 599, 799, 999]);
     let (x0, x1) = (constant_image(X0), constant_image(E));
-    for n in [0, 100, 500, 999] {
-        let c = s.training_coeffs(n);
-        let (xn, label) = training_pair(
-            &x0,
-            &x1,
-            &[(c.xt, c.target)],
-            2,
-            Stream::TrainNoise(n as u64),
-        );
-        let (mu0, mu1, std) = s.marginal(n);
-        for ch in 0..2 {
-            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
-            let what = format!("I2SB n={n} ch{ch}");
-            assert_channel(&what, &xn, ch, mu0 * a0 + mu1 * a1, std);
-            let sf = s.std_fwd[n];
-            assert_channel(
-                &what,
-                &label,
-                ch,
-                ((mu0 - 1.0) * a0 + mu1 * a1) / sf,
-                std / sf,
+    // The OT-ODE keeps the marginal's mean and drops its noise: X_n and
+    // the label are deterministic.
+    for ot_ode in [false, true] {
+        let s = s.clone().with_ot_ode(ot_ode);
+        for n in [0, 100, 500, 999] {
+            let c = s.training_coeffs(n);
+            let (xn, label) = training_pair(
+                &x0,
+                &x1,
+                &[(c.xt, c.target)],
+                2,
+                Stream::TrainNoise(n as u64),
             );
+            let (mu0, mu1, marginal_std) = s.marginal(n);
+            let std = if ot_ode { 0.0 } else { marginal_std };
+            for ch in 0..2 {
+                let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+                let what = format!("I2SB n={n} ch{ch} OT-ODE {ot_ode}");
+                assert_channel(&what, &xn, ch, mu0 * a0 + mu1 * a1, std);
+                let sf = s.std_fwd[n];
+                assert_channel(
+                    &what,
+                    &label,
+                    ch,
+                    ((mu0 - 1.0) * a0 + mu1 * a1) / sf,
+                    std / sf,
+                );
+            }
         }
     }
 }
@@ -235,6 +246,120 @@ fn i2sb_posterior_keeps_the_marginal() {
 }
 
 #[test]
+fn the_i2sb_ot_ode_posterior_has_zero_variance() {
+    // From the deterministic X_n = mu0 X0 + mu1 X1, with the oracle's x0 =
+    // X0, the step is exactly its mean (a2 / f_n^2) X0 + (f_m^2 / f_n^2) X_n:
+    // no noise, whatever the seed.
+    let s = I2sbSchedule::new(1.0).with_ot_ode(true);
+    let (x0, x1) = (constant_image(X0), constant_image(E));
+    for (n, m) in [(999, 799), (500, 300), (200, 1), (62, 0)] {
+        let step = s.step(n, m);
+        assert_eq!(step.noise, 0.0, "{n}->{m}");
+        let sf = s.std_fwd[n];
+        let xm = oracle_step(&x0, &x1, s.training_coeffs(n), step, |x, a| {
+            ((x - a) as f64 / sf) as f32
+        });
+        let (mu0, mu1, _) = s.marginal(n);
+        let (fn2, fm2) = (sf * sf, s.std_fwd[m].powi(2));
+        for ch in 0..2 {
+            let (a0, a1) = (X0[ch] as f64, E[ch] as f64);
+            let mean = (fn2 - fm2) / fn2 * a0 + fm2 / fn2 * (mu0 * a0 + mu1 * a1);
+            assert_channel(&format!("OT-ODE {n}->{m} ch{ch}"), &xm, ch, mean, 0.0);
+        }
+    }
+    // The stochastic bridge adds the posterior noise on the same steps.
+    assert!(I2sbSchedule::new(1.0).step(500, 300).noise > 0.0);
+}
+
+#[test]
+fn nadb_target_scale_is_2_with_the_mean_network_and_1_without() {
+    assert_eq!(NadbSchedule::for_method(Method::Nadb).c, 2.0);
+    assert_eq!(NadbSchedule::for_method(Method::NadbNoMean).c, 1.0);
+    assert_eq!(
+        NadbSchedule::default(),
+        NadbSchedule::for_method(Method::Nadb)
+    );
+    // Same alpha, k and threshold d = (1 - alpha) / (2 - alpha).
+    let (a, b) = (
+        NadbSchedule::for_method(Method::Nadb),
+        NadbSchedule::for_method(Method::NadbNoMean),
+    );
+    assert_eq!((a.alpha, a.k, a.threshold), (0.4, 0.75, b.threshold));
+    assert!((a.threshold - 0.375).abs() < 1e-12);
+}
+
+/// NADB's grid as integer steps of 1/1000.
+fn nadb_steps(nfe: usize) -> Vec<usize> {
+    NadbSchedule::grid(nfe)
+        .iter()
+        .map(|t| (t * 1000.0).round() as usize)
+        .collect()
+}
+
+#[test]
+fn grids_for_nfe_16_and_20_accumulate_the_stride_and_round_half_to_even() {
+    // NADB, N = 16: stride 62.5, every partial sum exact, the halves go to
+    // the even neighbour (62.5 -> 62, 187.5 -> 188).
+    assert_eq!(
+        nadb_steps(16),
+        [0, 62, 125, 188, 250, 312, 375, 438, 500, 562, 625, 688, 750, 812, 875, 938, 1000]
+    );
+    assert_eq!(nadb_steps(20), (0..=20).map(|k| 50 * k).collect::<Vec<_>>());
+    // I2SB, N = 16: stride 999/16 = 62.4375, exact; 499.5 -> 500.
+    assert_eq!(
+        I2sbSchedule::steps(16),
+        [0, 62, 125, 187, 250, 312, 375, 437, 500, 562, 624, 687, 749, 812, 874, 937, 999]
+    );
+    // I2SB, N = 20: stride 49.95 is not exact in binary; ten additions sum
+    // to just under 499.5 (step 499), where rounding 9990 / 20 = 499.5 gives 500.
+    assert_eq!(
+        I2sbSchedule::steps(20),
+        [
+            0, 50, 100, 150, 200, 250, 300, 350, 400, 450, 499, 549, 599, 649, 699, 749, 799, 849,
+            899, 949, 999
+        ]
+    );
+}
+
+#[test]
+fn grids_for_every_nfe_match_the_reference_script() {
+    // tests/fixtures/grids.txt is written by scripts/grid_reference.py from
+    // the spec's text: `nadb N steps...` for N = 1..=1000, `i2sb N steps...`
+    // for N = 1..=999.
+    let text = include_str!("fixtures/grids.txt");
+    let mut seen = [0usize; 2];
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let bridge = words.next().unwrap();
+        let nfe: usize = words.next().unwrap().parse().unwrap();
+        let want: Vec<usize> = words.map(|w| w.parse().unwrap()).collect();
+        let got = match bridge {
+            "nadb" => nadb_steps(nfe),
+            "i2sb" => I2sbSchedule::steps(nfe),
+            other => panic!("unknown bridge {other}"),
+        };
+        assert_eq!(got, want, "{bridge} NFE {nfe}");
+        seen[usize::from(bridge == "i2sb")] += 1;
+    }
+    assert_eq!(seen, [1000, 999]);
+}
+
+#[test]
+fn nfe_limits_are_the_references() {
+    let nadb = Bridge::Nadb(NadbSchedule::default());
+    let i2sb = Bridge::I2sb(I2sbSchedule::new(0.3));
+    assert_eq!(nadb.plan(1000).unwrap().len(), 1000);
+    assert_eq!(i2sb.plan(999).unwrap().len(), 999);
+    for (bridge, nfe, max) in [(&nadb, 1001, 1000), (&i2sb, 1000, 999), (&nadb, 0, 1000)] {
+        let err = bridge.plan(nfe).unwrap_err().to_string();
+        assert!(
+            err.contains("--nfe") && err.contains(&format!("between 1 and {max}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_threshold_that_makes_a_variance_negative_is_an_error() {
     let s = NadbSchedule {
         threshold: 0.0,
@@ -264,27 +389,29 @@ fn samplers_with_an_oracle_network_return_the_clean_image() {
         .unwrap();
         assert!(out.max_abs_diff(&x0) < 1e-5, "NADB NFE {nfe}");
     }
-    let i2sb = I2sbSchedule::new(0.3);
-    let out = sample(
-        &Bridge::I2sb(i2sb.clone()),
-        &e,
-        10,
-        Seed::Host(9),
-        |x, time| {
-            let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
-            let sf = i2sb.std_fwd[n];
-            let d: Vec<f32> = x
-                .data()
-                .iter()
-                .zip(x0.data())
-                .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
-                .collect();
-            Tensor::from_vec(x.shape(), d)
-        },
-    )
-    .unwrap();
-    // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
-    assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB");
+    for ot_ode in [false, true] {
+        let i2sb = I2sbSchedule::new(0.3).with_ot_ode(ot_ode);
+        let out = sample(
+            &Bridge::I2sb(i2sb.clone()),
+            &e,
+            10,
+            Seed::Host(9),
+            |x, time| {
+                let n = ((time as f64 / 1000.0 - 1e-4) / (1.0 - 1e-4) * 999.0).round() as usize;
+                let sf = i2sb.std_fwd[n];
+                let d: Vec<f32> = x
+                    .data()
+                    .iter()
+                    .zip(x0.data())
+                    .map(|(&xv, &a)| ((xv - a) as f64 / sf) as f32)
+                    .collect();
+                Tensor::from_vec(x.shape(), d)
+            },
+        )
+        .unwrap();
+        // The last I2SB step keeps a sliver (std_fwd[0]^2 / std_fwd[n]^2) of X_n.
+        assert!(out.max_abs_diff(&x0) < 1e-2, "I2SB, OT-ODE {ot_ode}");
+    }
     assert_eq!("nadb-nomean".parse::<Method>().unwrap(), Method::NadbNoMean);
     assert!("ddpm".parse::<Method>().is_err());
 }

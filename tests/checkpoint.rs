@@ -316,3 +316,47 @@ fn forward_writes_the_networks_output() {
         "{err}"
     );
 }
+
+/// Settings written before the target scale was per method and before
+/// I2SB's OT-ODE existed load with what they were trained with: the
+/// recorded c (2 for nadb-nomean then) and no OT-ODE. The shipped weights
+/// keep their meaning.
+#[test]
+fn settings_from_before_ot_ode_and_per_method_scales_load_as_trained() {
+    use nadb::bridge::{Bridge, Method};
+    use nadb::degrade::Task;
+    use nadb::train::{load_inference_net, Role, RunSettings, TrainingState};
+    let old = |role: &str, task: &str, nadb: &str, beta: &str| {
+        format!(
+            r#"{{"settings":{{"role":{role},"task":"{task}","seed":0,"batch":8,"crop":64,"lr":0.0001,"warmup":500,"weight_decay":0.0,"ema_decay":0.999,"clip":1.0,"nadb":{nadb},"i2sb_beta_max":{beta},"mean_checkpoint":null}},"step":3}}"#
+        )
+    };
+    let schedule = r#"{"alpha":0.4,"k":0.75,"c":2.0,"threshold":0.375}"#;
+    let nomean: TrainingState = serde_json::from_str(&old(
+        r#"{"bridge":"nadb-nomean"}"#,
+        "sr4-pool",
+        schedule,
+        "null",
+    ))
+    .unwrap();
+    assert!(matches!(nomean.settings.bridge().unwrap(), Bridge::Nadb(s) if s.c == 2.0));
+    let i2sb: TrainingState =
+        serde_json::from_str(&old(r#"{"bridge":"i2sb"}"#, "blur-uniform", "null", "1.0")).unwrap();
+    assert!(!i2sb.settings.i2sb_ot_ode);
+    assert!(
+        matches!(i2sb.settings.bridge().unwrap(), Bridge::I2sb(s) if !s.ot_ode && s.beta_max == 1.0)
+    );
+    // New runs: c = 1 without the mean network, OT-ODE on the paper blurs.
+    let fresh = RunSettings::new(Role::Bridge(Method::NadbNoMean), Task::Sr4Pool);
+    assert!(matches!(fresh.bridge().unwrap(), Bridge::Nadb(s) if s.c == 1.0));
+    assert!(RunSettings::new(Role::Bridge(Method::I2sbMean), Task::BlurGauss).i2sb_ot_ode);
+    for task in ["sr4-bicubic", "jpeg10"] {
+        let path = format!(
+            "{}/weights/{task}-nadb.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let state = load_inference_net(Path::new(&path)).unwrap().1.unwrap();
+        assert_eq!(state.settings.role, Role::Bridge(Method::Nadb));
+        assert!(matches!(state.settings.bridge().unwrap(), Bridge::Nadb(s) if s.c == 2.0));
+    }
+}

@@ -85,9 +85,19 @@ fn task_names_parse_print_and_beta_max() {
     for s in ["jpeg5", "jpeg10", "sr4-pool", "sr4-bicubic"] {
         assert_eq!(beta(s), 0.3, "{s}");
     }
-    for s in ["blur-uniform", "blur-gauss"] {
+    for s in [
+        "blur-uniform",
+        "blur-gauss",
+        "blur-uniform-sep",
+        "blur-gauss-sep",
+    ] {
         assert_eq!(beta(s), 1.0, "{s}");
     }
+    let ot_ode: Vec<&str> = TASK_NAMES
+        .into_iter()
+        .filter(|s| s.parse::<Task>().unwrap().i2sb_ot_ode_default())
+        .collect();
+    assert_eq!(ot_ode, ["blur-uniform", "blur-gauss"]);
 }
 
 #[test]
@@ -249,14 +259,14 @@ fn gaussian_taps_match_the_reference() {
 }
 
 #[test]
-fn blurs_darken_mid_grey_as_the_reference() {
+fn separable_blurs_darken_mid_grey_as_the_reference_h() {
     // Mid-grey 0.5 in [0, 1] is 0 in [-1, 1]. In the interior each 1-D pass
     // multiplies by the row sum: 8/9 (uniform), 1 - g[4] (Gaussian).
     let x = Tensor::zeros(&[1, 32, 32, 3]);
     let g = gaussian_taps();
     let cases = [
-        (Task::BlurUniform, 0.395, 0.5 * (8.0f64 / 9.0).powi(2)),
-        (Task::BlurGauss, 0.322, 0.5 * (1.0 - g[4]).powi(2)),
+        (Task::BlurUniformSep, 0.395, 0.5 * (8.0f64 / 9.0).powi(2)),
+        (Task::BlurGaussSep, 0.322, 0.5 * (1.0 - g[4]).powi(2)),
     ];
     for (task, about, exact) in cases {
         let out = degrade(task, &x).unwrap();
@@ -269,7 +279,7 @@ fn blurs_darken_mid_grey_as_the_reference() {
 }
 
 #[test]
-fn blurs_spread_a_point_over_k_minus_1_taps() {
+fn separable_blurs_spread_a_point_over_k_minus_1_taps() {
     // A white point at (20, 20) on black: output (i, j) = H[i][20] H[j][20],
     // with H[i][j] = tap[j - i + k/2] for j in [i - k/2, i + k/2).
     let x = image(
@@ -293,8 +303,10 @@ fn blurs_spread_a_point_over_k_minus_1_taps() {
             0.0
         }
     };
-    let cases: [(Task, &dyn Fn(usize) -> f64); 2] =
-        [(Task::BlurUniform, &uniform), (Task::BlurGauss, &gauss)];
+    let cases: [(Task, &dyn Fn(usize) -> f64); 2] = [
+        (Task::BlurUniformSep, &uniform),
+        (Task::BlurGaussSep, &gauss),
+    ];
     for (task, column) in cases {
         let out = degrade(task, &x).unwrap();
         for y in 10..30 {
@@ -306,10 +318,126 @@ fn blurs_spread_a_point_over_k_minus_1_taps() {
         }
     }
     // The uniform blur's footprint is 8 wide: rows 17..=24 lit, 16 and 25 dark.
-    let out = degrade(Task::BlurUniform, &x).unwrap();
+    let out = degrade(Task::BlurUniformSep, &x).unwrap();
     assert!(unit(px(&out, 0, 17, 20, 2)) > 0.01 && unit(px(&out, 0, 24, 20, 2)) > 0.01);
     assert!(unit(px(&out, 0, 16, 20, 2)).abs() < 1e-6);
     assert!(unit(px(&out, 0, 25, 20, 2)).abs() < 1e-6);
+}
+
+#[test]
+fn the_paper_blur_of_a_2x2_image_is_hand_computable() {
+    // Gaussian, n = 2: H = [[g2, g1], [g1, g2]] (g1 = g3), whose SVD is
+    // U = V = [[1, 1], [1, -1]] / sqrt 2 with S = (g2 + g1, g2 - g1); the
+    // second (0.001) is below 3e-2 and zeroed. So ss = (s^2, 0, 0, 0) with
+    // s = g1 + g2, the identity permutation (ties in row-major order), and
+    // channel c keeps only the coefficient p with 3p + c = 0 (mod 4):
+    // c = 0 the mean K[0][0] (a true blur), c = 1 K[0][1] (the horizontal
+    // difference), c = 2 K[1][0] (the vertical one), each times s^2.
+    let g = gaussian_taps();
+    let s2 = (g[1] + g[2]).powi(2);
+    let vals = [
+        [0.9f32, 0.1, -0.3, 0.5],
+        [0.2, -0.8, 0.6, 0.4],
+        [-0.5, 0.7, 0.3, -0.9],
+    ];
+    let x = image(2, 2, 3, |y, xx, c| vals[c][2 * y + xx]);
+    let out = degrade(Task::BlurGauss, &x).unwrap();
+    for (c, channel) in vals.iter().enumerate() {
+        let u: Vec<f64> = channel.iter().map(|&v| unit(v)).collect();
+        let (x00, x01, x10, x11) = (u[0], u[1], u[2], u[3]);
+        for y in 0..2 {
+            for xx in 0..2 {
+                let sign = |i: usize| if i == 0 { 1.0 } else { -1.0 };
+                let want = s2 / 4.0
+                    * match c {
+                        0 => x00 + x01 + x10 + x11,
+                        1 => (x00 - x01 + x10 - x11) * sign(xx),
+                        _ => (x00 + x01 - x10 - x11) * sign(y),
+                    };
+                let got = unit(px(&out, 0, y, xx, c));
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "c{c} ({y}, {xx}): {got} vs {want}"
+                );
+            }
+        }
+    }
+    // A flat image keeps its level only in channel 0: s^2 x.
+    let flat = degrade(Task::BlurGauss, &Tensor::zeros(&[1, 2, 2, 3])).unwrap();
+    assert!((unit(px(&flat, 0, 1, 0, 0)) - 0.5 * s2).abs() < 1e-6);
+    assert!(unit(px(&flat, 0, 1, 0, 1)).abs() < 1e-6);
+    assert!(unit(px(&flat, 0, 0, 1, 2)).abs() < 1e-6);
+}
+
+/// `[2, h, w, 3]` f32 from a fixture of scripts/blur_reference.py:
+/// blur-uniform then blur-gauss, computed with numpy from the spec's steps.
+fn blur_fixture(name: &str, h: usize, w: usize) -> [Tensor; 2] {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let all: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(all.len(), 2 * h * w * 3, "{path}");
+    let (a, b) = all.split_at(h * w * 3);
+    [a, b].map(|d| Tensor::from_vec(&[1, h, w, 3], d.to_vec()))
+}
+
+const PAPER_BLURS: [Task; 2] = [Task::BlurUniform, Task::BlurGauss];
+
+#[test]
+fn the_paper_blur_spreads_a_point_far_with_negative_lobes() {
+    // A white point at (16, 16) on black, 32 x 32.
+    let x = image(
+        32,
+        32,
+        3,
+        |y, x, _| if (y, x) == (16, 16) { 1.0 } else { -1.0 },
+    );
+    let reference = blur_fixture("blur_impulse_32x32.f32", 32, 32);
+    for (task, want) in PAPER_BLURS.into_iter().zip(reference) {
+        let out = degrade(task, &x).unwrap();
+        let d = out.max_abs_diff(&want);
+        assert!(d < 1e-5, "{task}: {d} from numpy");
+        // The separable blur is zero beyond 4 pixels of the point; this one
+        // reaches across the image, with negative values.
+        let (mut far, mut most_negative) = (0, 0.0f64);
+        for y in 0..32 {
+            for xx in 0..32 {
+                for c in 0..3 {
+                    let v = unit(px(&out, 0, y, xx, c));
+                    most_negative = most_negative.min(v);
+                    if y.abs_diff(16).max(xx.abs_diff(16)) > 8 && v.abs() > 1e-3 {
+                        far += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            far > 1000,
+            "{task}: {far} values above 1e-3 beyond 8 pixels"
+        );
+        assert!(most_negative < -5e-3, "{task}: lowest {most_negative}");
+    }
+}
+
+#[test]
+fn the_paper_blur_matches_numpy_on_a_photograph() {
+    let photo = nadb::imageio::load_image(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/original/green-meadow.png"
+    )))
+    .unwrap();
+    let (_, ph, pw, _) = photo.nhwc();
+    // Square as the reference; 48 x 64 is the engine's per-side extension.
+    for (h, w) in [(64, 64), (48, 64)] {
+        let crop = nadb::cpu::pad::crop(&photo, (ph - h) / 2, (pw - w) / 2, h, w);
+        let reference = blur_fixture(&format!("blur_photo_{h}x{w}.f32"), h, w);
+        for (task, want) in PAPER_BLURS.into_iter().zip(reference) {
+            let d = degrade(task, &crop).unwrap().max_abs_diff(&want);
+            assert!(d < 1e-4, "{task} {h}x{w}: {d} from numpy");
+        }
+    }
 }
 
 #[test]
@@ -487,6 +615,14 @@ fn bad_inputs_are_errors() {
     for task in [Task::Jpeg5, Task::Jpeg10] {
         let err = degrade(task, &rgba).unwrap_err().to_string();
         assert!(err.contains("3 channels") && err.contains('4'), "{err}");
+    }
+    // The paper's blur tiles its singular values over exactly 3 channels.
+    for task in PAPER_BLURS {
+        let err = degrade(task, &rgba).unwrap_err().to_string();
+        assert!(
+            err.contains("3 channels") && err.starts_with(task.name()),
+            "{err}"
+        );
     }
     // Not NHWC, or an empty side.
     assert!(degrade(Task::BlurGauss, &Tensor::zeros(&[16, 16, 3])).is_err());

@@ -387,3 +387,140 @@ fn eval_and_diagnose_write_their_tables() {
     let plot = image::open(d("diag.png")).unwrap();
     assert_eq!((plot.width(), plot.height()), (1200, 500));
 }
+
+/// I2SB on a paper blur task trains and samples as an OT-ODE by default,
+/// records it, and `nadb eval` says so; `--ot-ode=false` and the other
+/// tasks do not; `--ot-ode` for a NADB method and an NFE of 1000 for I2SB
+/// are one-line errors naming the flag.
+#[test]
+fn i2sb_on_the_paper_blurs_is_an_ot_ode_by_default_and_eval_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_scenes(&dir.path().join("train"), 2, 32, 31);
+    write_scenes(&dir.path().join("val"), 1, 32, 41);
+    let train = |method: &str, task: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train", "--method", method, "--task", task, "--data", "", "-o", "", "--config",
+            "tiny", "--steps", "1", "--batch", "2", "--crop", "16",
+        ];
+        let (data, path) = (d("train"), d(out));
+        args[6] = &data;
+        args[8] = &path;
+        args.extend_from_slice(extra);
+        let (ok, err) = nadb(&args);
+        assert!(ok, "{err}");
+        nadb::train::load_inference_net(&dir.path().join(out))
+            .unwrap()
+            .1
+            .unwrap()
+            .settings
+    };
+    let blur = train("i2sb", "blur-uniform", "blur.safetensors", &[]);
+    assert!(blur.i2sb_ot_ode);
+    assert!(matches!(blur.bridge().unwrap(), nadb::bridge::Bridge::I2sb(s) if s.ot_ode));
+    assert!(
+        !train(
+            "i2sb",
+            "blur-uniform",
+            "sde.safetensors",
+            &["--ot-ode=false"]
+        )
+        .i2sb_ot_ode
+    );
+    assert!(!train("i2sb", "blur-uniform-sep", "sep.safetensors", &[]).i2sb_ot_ode);
+    assert!(train("i2sb", "sr4-pool", "sr.safetensors", &["--ot-ode"]).i2sb_ot_ode);
+
+    let eval = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nadb"))
+            .args(["eval", "--data", &d("val"), "--task", "blur-uniform"])
+            .args(["--methods", "input,i2sb", "--nfe", "1", "--crop", "32"])
+            .args(["--checkpoint", &format!("i2sb={}", d("blur.safetensors"))])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = eval(&[]);
+    assert!(table.contains("| i2sb (OT-ODE) | 1 | - |"), "{table}");
+    let table = eval(&["--ot-ode=false"]);
+    assert!(table.contains("| i2sb | 1 | - |"), "{table}");
+    let eval_error = |methods: &str, nfe: &str| {
+        nadb(&[
+            "eval",
+            "--data",
+            &d("val"),
+            "--task",
+            "blur-uniform",
+            "--methods",
+            methods,
+            "--nfe",
+            nfe,
+            "--ot-ode",
+        ])
+    };
+    assert_one_line_error(eval_error("input", "1"), "no i2sb row");
+    assert_one_line_error(
+        eval_error("input,i2sb", "5,1000"),
+        "--nfe must be between 1 and 999 for I2SB, got 1000",
+    );
+
+    let nomean = dir.path().join("nomean.safetensors");
+    let mut t = Trainer::new(
+        settings(Role::Bridge(Method::NadbNoMean), None),
+        &UnetConfig::named("tiny").unwrap(),
+    )
+    .unwrap();
+    t.run(
+        Arc::new(Dataset::open(&dir.path().join("train"), 16).unwrap()),
+        1,
+        &nomean,
+        1,
+        |_| {},
+    )
+    .unwrap();
+    let scene = d("val/scene0.png");
+    let restore = |ck: &str, task: &str, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            scene.as_str(),
+            "-o",
+            "",
+            "--task",
+            task,
+            "--checkpoint",
+            ck,
+        ];
+        let out = d("restored");
+        args[3] = &out;
+        args.extend_from_slice(extra);
+        nadb(&args)
+    };
+    assert_one_line_error(
+        restore(nomean.to_str().unwrap(), "sr4-pool", &["--ot-ode"]),
+        "--ot-ode applies to the i2sb methods only, not nadb-nomean",
+    );
+    assert_one_line_error(
+        restore(&d("blur.safetensors"), "blur-uniform", &["--nfe", "1000"]),
+        "--nfe must be between 1 and 999 for I2SB, got 1000",
+    );
+    assert_one_line_error(
+        nadb(&[
+            "train",
+            "--method",
+            "nadb",
+            "--task",
+            "blur-gauss",
+            "--data",
+            &d("train"),
+            "-o",
+            &d("x.safetensors"),
+            "--ot-ode",
+        ]),
+        "--ot-ode applies to the i2sb methods only, not nadb",
+    );
+}

@@ -60,6 +60,25 @@ impl Method {
     pub fn is_nadb(self) -> bool {
         matches!(self, Method::Nadb | Method::NadbNoMean)
     }
+
+    /// Refuses an NFE outside the method's limits (see `check_nfe`).
+    pub fn check_nfe(self, nfe: usize) -> Result<()> {
+        check_nfe(self.is_nadb(), nfe)
+    }
+}
+
+/// The most network evaluations a sampler takes, as the reference asserts:
+/// NADB picks N + 1 of its 1001 grid points (0..=1000), I2SB requires
+/// N < 1000 (its 1000 steps hold at most 999 intervals).
+fn check_nfe(nadb: bool, nfe: usize) -> Result<()> {
+    let (max, family) = match nadb {
+        true => (1000, "NADB"),
+        false => (i2sb::STEPS - 1, "I2SB"),
+    };
+    if nfe == 0 || nfe > max {
+        bail!("--nfe must be between 1 and {max} for {family}, got {nfe}");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Method {
@@ -121,14 +140,39 @@ impl Bridge {
         }
     }
 
+    /// Refuses an NFE outside the family's limits (see `check_nfe`).
+    pub fn check_nfe(&self, nfe: usize) -> Result<()> {
+        check_nfe(matches!(self, Bridge::Nadb(_)), nfe)
+    }
+
     /// The sampler's `nfe` network evaluations, start to finish.
     pub fn plan(&self, nfe: usize) -> Result<Vec<PlannedStep>> {
-        if nfe == 0 || nfe > 1000 {
-            bail!("NFE must be between 1 and 1000, got {nfe}");
-        }
+        self.check_nfe(nfe)?;
         match self {
             Bridge::Nadb(s) => s.plan(nfe),
             Bridge::I2sb(s) => Ok(s.plan(nfe)),
         }
     }
+}
+
+/// The reference's `space_indices(num_steps, count)`: `count` integer steps
+/// from 0 to `num_steps - 1`, the float stride `(num_steps - 1) / (count -
+/// 1)` added cumulatively from 0.0 and each partial sum rounded half to
+/// even (Python's `round`). That differs from rounding `k * stride` half
+/// away from zero for some counts, by the tie rule and by the accumulated
+/// rounding of the sum (e.g. 17 of 1001: step 62 where that gives 63).
+pub fn space_indices(num_steps: usize, count: usize) -> Vec<usize> {
+    let stride = if count <= 1 {
+        1.0
+    } else {
+        (num_steps - 1) as f64 / (count - 1) as f64
+    };
+    let mut sum = 0.0f64;
+    (0..count)
+        .map(|_| {
+            let step = sum.round_ties_even() as usize;
+            sum += stride;
+            step
+        })
+        .collect()
 }

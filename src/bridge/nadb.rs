@@ -8,7 +8,7 @@
 //!
 //! The network regresses `c Y_t`; `eps = out / c`.
 
-use super::{PlannedStep, TrainingCoeffs};
+use super::{space_indices, Method, PlannedStep, TrainingCoeffs};
 use crate::bail;
 use crate::cpu::bridge::{Combo, StepCoeffs};
 use crate::error::Result;
@@ -26,13 +26,21 @@ pub struct NadbSchedule {
 }
 
 impl Default for NadbSchedule {
-    /// The reference code's values for every task.
+    /// The NADB method's schedule (`for_method(Method::Nadb)`).
     fn default() -> NadbSchedule {
-        NadbSchedule::new(0.4, 0.75, 2.0)
+        NadbSchedule::for_method(Method::Nadb)
     }
 }
 
 impl NadbSchedule {
+    /// The reference code's schedule for a NADB method, on every task:
+    /// alpha 0.4, k 0.75, and target scale 2 with the mean network (its
+    /// runner regresses 2 Y_t) or 1 without ("NADB w/o Mean" regresses Y_t).
+    pub fn for_method(method: Method) -> NadbSchedule {
+        let c = if method.uses_mean() { 2.0 } else { 1.0 };
+        NadbSchedule::new(0.4, 0.75, c)
+    }
+
     /// With the default threshold `d = (1 - alpha) / (2 - alpha)`.
     pub fn new(alpha: f64, k: f64, c: f64) -> NadbSchedule {
         NadbSchedule {
@@ -74,10 +82,12 @@ impl NadbSchedule {
         }
     }
 
-    /// The time grid `t_n = round(1000 n / N) / 1000`, n = 0..=N.
+    /// The time grid t_0 = 0 < ... < t_N = 1 in integer steps of 1/1000:
+    /// the reference's `space_indices(1001, N + 1)` divided by 1000.
     pub fn grid(nfe: usize) -> Vec<f64> {
-        (0..=nfe)
-            .map(|n| (1000.0 * n as f64 / nfe as f64).round() / 1000.0)
+        space_indices(1001, nfe + 1)
+            .into_iter()
+            .map(|step| step as f64 / 1000.0)
             .collect()
     }
 

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod norm;
 pub mod pad;
 pub mod resample;
+pub mod svd;
 
 use crate::tensor::Tensor;
 use std::cell::RefCell;
