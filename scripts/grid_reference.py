@@ -10,9 +10,19 @@ partial sum half to even (Python's round). NADB: num_steps = 1001 (steps
 
     scripts/grid_reference.py > tests/fixtures/grids.txt
 
-Output: one line per (bridge, N): `nadb N s_0 s_1 ... s_N` (or `i2sb ...`),
-the integer steps from the start of the grid (t = 0) to its end.
+Output: one line per (bridge, N): `nadb N HASH` (or `i2sb ...`), HASH the
+64-bit FNV-1a (hex) of the grid's integer steps from t = 0 to its end,
+written in decimal and joined by single spaces ("0 62 125 ... 1000"): 2,000
+lines instead of 4 MB of lists. `--lists` prints the lists themselves.
 """
+import sys
+
+
+def fnv1a64(text):
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x100000001B3) % (1 << 64)
+    return h
 
 
 def steps(num_steps, nfe):
@@ -29,7 +39,8 @@ def main():
         for nfe in range(1, max_nfe + 1):
             grid = steps(num_steps, nfe)
             assert grid[0] == 0 and grid[-1] == num_steps - 1, (name, nfe, grid[-1])
-            print(name, nfe, *grid)
+            text = " ".join(map(str, grid))
+            print(name, nfe, text if "--lists" in sys.argv else f"{fnv1a64(text):016x}")
 
 
 if __name__ == "__main__":
