@@ -16,6 +16,7 @@ use crate::degrade::Task;
 use crate::device::Device;
 use crate::error::Result;
 use crate::nn::{forward_flops, Unet, UnetConfig};
+use crate::profile::Span;
 use crate::restore::Restorer;
 use crate::tensor::Tensor;
 use crate::train::{Role, RunSettings, Trainer};
@@ -96,20 +97,44 @@ impl BenchPlan {
     }
 }
 
-pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
-    let (task, method) = (plan.task, plan.method);
+/// The restored method's restorer on the plan's device, random weights.
+fn restorer(plan: &BenchPlan) -> Result<Restorer> {
     let bridge = plan.bridge()?;
-    let sampler = match &bridge {
-        Bridge::I2sb(s) if s.ot_ode => format!("{method}, OT-ODE"),
-        _ => method.to_string(),
-    };
     let net = Unet::new(&plan.config, 1)?;
-    let mean = method
+    let mean = plan
+        .method
         .uses_mean()
         .then(|| Unet::new(&plan.config.without_time(), 2))
         .transpose()?;
-    let restorer =
-        Restorer::from_networks(task, method, bridge, net, mean)?.to_device(plan.device)?;
+    Restorer::from_networks(plan.task, plan.method, bridge, net, mean)?.to_device(plan.device)
+}
+
+/// The method timed in training (its family, without the mean network), a
+/// trainer for it on the plan's device, and a batch of stand-in images.
+fn trainer(plan: &BenchPlan) -> Result<(Method, Trainer, Tensor, Tensor)> {
+    let trained = if plan.method.is_nadb() {
+        Method::NadbNoMean
+    } else {
+        Method::I2sb
+    };
+    let settings = RunSettings {
+        batch: plan.train_batch,
+        crop: plan.train_size,
+        ..plan.settings(trained)?
+    };
+    let trainer = Trainer::new(settings, &plan.config)?.to_device(plan.device)?;
+    let clean = noise_images(plan.train_batch, plan.train_size, 4);
+    let degraded = noise_images(plan.train_batch, plan.train_size, 5);
+    Ok((trained, trainer, clean, degraded))
+}
+
+pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
+    let method = plan.method;
+    let sampler = match plan.bridge()? {
+        Bridge::I2sb(s) if s.ot_ode => format!("{method}, OT-ODE"),
+        _ => method.to_string(),
+    };
+    let restorer = restorer(plan)?;
     let mean_plus = if method.uses_mean() { "mean + " } else { "" };
     let flops = |n: usize, side: usize| -> Result<f64> {
         Ok(forward_flops(&plan.config, n, side, side)? as f64)
@@ -138,24 +163,12 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
         let nfe = *plan.nfes.last().unwrap_or(&10);
         figures.push(restore_figure(plan.batch, nfe)?);
     }
-    let trained = if method.is_nadb() {
-        Method::NadbNoMean
-    } else {
-        Method::I2sb
-    };
-    let train_settings = RunSettings {
-        batch: plan.train_batch,
-        crop: plan.train_size,
-        ..plan.settings(trained)?
-    };
-    let ot_ode = if train_settings.i2sb_ot_ode {
+    let (trained, mut trainer, clean, degraded) = trainer(plan)?;
+    let ot_ode = if trainer.settings.i2sb_ot_ode {
         ", OT-ODE"
     } else {
         ""
     };
-    let mut trainer = Trainer::new(train_settings, &plan.config)?.to_device(plan.device)?;
-    let clean = noise_images(plan.train_batch, plan.train_size, 4);
-    let degraded = noise_images(plan.train_batch, plan.train_size, 5);
     let secs = median_time(plan.iters, plan.device, || {
         trainer.train_step(&clean, &degraded).map(drop)
     })?;
@@ -169,6 +182,52 @@ pub fn run(plan: &BenchPlan) -> Result<Vec<Figure>> {
         tflops: 3.0 * flops(plan.train_batch, plan.train_size)? / secs / 1e12,
     });
     Ok(figures)
+}
+
+/// One profiled run: what it was, its wall time and its op spans.
+pub struct Profiled {
+    pub what: String,
+    pub seconds: f64,
+    pub spans: Vec<Span>,
+}
+
+/// `nadb bench --profile`: one restoration (batch 1, the first NFE) and
+/// one training step, each after a warm-up, with every op recorded.
+pub fn profile(plan: &BenchPlan) -> Result<Vec<Profiled>> {
+    let nfe = *plan.nfes.first().unwrap_or(&1);
+    let restorer = restorer(plan)?;
+    let images = noise_images(1, plan.size, 3);
+    let mut runs = Vec::new();
+    let mut profiled = |what: String, mut f: Box<dyn FnMut() -> Result<()> + '_>| -> Result<()> {
+        f()?;
+        plan.device.synchronize()?;
+        let start = Instant::now();
+        let (result, spans) =
+            crate::profile::record(|| f().and_then(|()| plan.device.synchronize()));
+        result?;
+        runs.push(Profiled {
+            what,
+            seconds: start.elapsed().as_secs_f64(),
+            spans,
+        });
+        Ok(())
+    };
+    profiled(
+        format!(
+            "restore {0}x{0} batch 1 NFE {nfe} ({1})",
+            plan.size, plan.config.name
+        ),
+        Box::new(|| restorer.restore(&images, nfe, 0).map(drop)),
+    )?;
+    let (trained, mut trainer, clean, degraded) = trainer(plan)?;
+    profiled(
+        format!(
+            "train step {0}x{0} batch {1} ({2}, {trained})",
+            plan.train_size, plan.train_batch, plan.config.name
+        ),
+        Box::new(|| trainer.train_step(&clean, &degraded).map(drop)),
+    )?;
+    Ok(runs)
 }
 
 pub fn markdown(device_line: &str, figures: &[Figure]) -> String {

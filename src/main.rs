@@ -131,6 +131,15 @@ struct BenchArgs {
     /// Also write the table here.
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// Instead of the figures: one restoration (batch 1, the first NFE)
+    /// and one training step, each after a warm-up, as a per-op table
+    /// (calls, time, share, GFLOP/s, GB/s per op and shape).
+    #[arg(long)]
+    profile: bool,
+    /// With --profile: also write the ops as a Chrome trace (JSON, one
+    /// span per op; opens in Perfetto). An existing file is not replaced.
+    #[arg(long, value_name = "FILE", requires = "profile")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -890,11 +899,51 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
     };
     plan.bridge()?;
     eprintln!("{device_line}");
+    if a.profile {
+        return profile_cmd(&plan, device_line, a.out.as_deref(), a.trace.as_deref());
+    }
     let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
     print!("{table}");
     if let Some(path) = &a.out {
         write_atomic(path, table.as_bytes())?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `bench --profile`: the per-op tables, and the Chrome trace.
+fn profile_cmd(
+    plan: &nadb::bench::BenchPlan,
+    device_line: &str,
+    out: Option<&Path>,
+    trace: Option<&Path>,
+) -> Result<()> {
+    for path in out.into_iter().chain(trace) {
+        if path.exists() {
+            bail!("{}: exists; name another file", path.display());
+        }
+    }
+    let runs = nadb::bench::profile(plan)?;
+    let mut text = format!("{device_line}\n\n");
+    for r in &runs {
+        text += &nadb::profile::table(&r.what, &r.spans, r.seconds);
+        text += "\n";
+    }
+    print!("{text}");
+    if let Some(path) = out {
+        write_atomic(path, text.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = trace {
+        let sections: Vec<(&str, &[nadb::profile::Span])> = runs
+            .iter()
+            .map(|r| (r.what.as_str(), &r.spans[..]))
+            .collect();
+        write_atomic(path, nadb::profile::chrome_trace(&sections).as_bytes())?;
+        eprintln!(
+            "wrote {} (Chrome trace: open it in Perfetto)",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -73,6 +73,24 @@ impl<A: Outputs, B: Outputs, C: Outputs> Outputs for (A, B, C) {
     }
 }
 
+impl Outputs for () {
+    fn bytes(&self) -> f64 {
+        0.0
+    }
+}
+
+impl Outputs for bool {
+    fn bytes(&self) -> f64 {
+        0.0
+    }
+}
+
+impl<T: Outputs, E> Outputs for std::result::Result<T, E> {
+    fn bytes(&self) -> f64 {
+        self.as_ref().map_or(0.0, T::bytes)
+    }
+}
+
 impl Outputs for crate::cpu::norm::NormStats {
     fn bytes(&self) -> f64 {
         ((self.mean.len() + self.rstd.len()) * 4) as f64
@@ -144,20 +162,39 @@ pub fn conv_flops(y: &[usize], cin: usize, k: usize) -> f64 {
 /// then the total; `wall_seconds` is the whole run's (ops plus what lies
 /// between them).
 pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
-    let mut rows: Vec<(&'static str, Vec<usize>, usize, f64, f64, f64)> = Vec::new();
+    // One row per (op, shape): calls, and the spans' sums.
+    struct Row<'a> {
+        name: &'static str,
+        shape: &'a [usize],
+        calls: usize,
+        us: f64,
+        flops: f64,
+        bytes: f64,
+    }
+    let mut rows: Vec<Row> = Vec::new();
     for s in spans {
-        match rows.iter_mut().find(|r| r.0 == s.name && r.1 == s.shape) {
+        match rows
+            .iter_mut()
+            .find(|r| r.name == s.name && r.shape == s.shape)
+        {
             Some(r) => {
-                r.2 += 1;
-                r.3 += s.dur_us;
-                r.4 += s.flops;
-                r.5 += s.bytes;
+                r.calls += 1;
+                r.us += s.dur_us;
+                r.flops += s.flops;
+                r.bytes += s.bytes;
             }
-            None => rows.push((s.name, s.shape.clone(), 1, s.dur_us, s.flops, s.bytes)),
+            None => rows.push(Row {
+                name: s.name,
+                shape: &s.shape,
+                calls: 1,
+                us: s.dur_us,
+                flops: s.flops,
+                bytes: s.bytes,
+            }),
         }
     }
-    rows.sort_by(|a, b| b.3.total_cmp(&a.3));
-    let op_us: f64 = rows.iter().map(|r| r.3).sum();
+    rows.sort_by(|a, b| b.us.total_cmp(&a.us));
+    let op_us: f64 = rows.iter().map(|r| r.us).sum();
     let mut out = format!(
         "{title}: {:.3} s wall, {:.3} s in {} op calls ({:.1}%)\n\n\
          | op | shape (first input) | calls | total ms | share | GFLOP | GFLOP/s | GB/s |\n\
@@ -167,7 +204,15 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
         spans.len(),
         100.0 * op_us / 1e6 / wall_seconds.max(1e-12)
     );
-    for (name, shape, calls, us, flops, bytes) in &rows {
+    for Row {
+        name,
+        shape,
+        calls,
+        us,
+        flops,
+        bytes,
+    } in &rows
+    {
         let secs = us / 1e6;
         let rate = |x: f64| if secs > 0.0 { x / secs / 1e9 } else { 0.0 };
         let gflop = if *flops > 0.0 {

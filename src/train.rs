@@ -480,7 +480,8 @@ impl Trainer {
                 ema_decay: self.ema.decay,
             };
             // false: a non-finite gradient norm; nothing was updated.
-            if !gpu.opt.step(&g, &hyper)? {
+            let grads: Vec<&Tensor> = g.iter().collect();
+            if !crate::profile::span("optimizer", &grads, 0.0, || gpu.opt.step(&g, &hyper))? {
                 bail!("step {step}: {}", non_finite_layer(&g, self.net.specs())?);
             }
             self.step += 1;
@@ -489,10 +490,12 @@ impl Trainer {
         if !g.iter().all(Tensor::all_finite) {
             bail!("step {step}: {}", non_finite_layer(&g, self.net.specs())?);
         }
-        clip_grad_norm(&mut g, s.clip);
-        self.opt.lr = lr;
-        self.opt.step(self.net.params_mut(), &g);
-        self.ema.update(self.net.params().iter().map(|p| &**p));
+        crate::profile::span("optimizer", &[], 0.0, || {
+            clip_grad_norm(&mut g, s.clip);
+            self.opt.lr = lr;
+            self.opt.step(self.net.params_mut(), &g);
+            self.ema.update(self.net.params().iter().map(|p| &**p));
+        });
         self.step += 1;
         Ok(loss_value)
     }

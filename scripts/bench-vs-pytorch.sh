@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The CPU side by side (engine.md, "Performance protocol"): `nadb bench` and
+# the PyTorch twin's bench (benches/twin/bench.py, eager, channels_last) with
+# the same arguments, one after the other on this machine, then one table
+# with both and the ratio per row, the CPU model and its SIMD features
+# (benches/twin/side_by_side.py). Installs PyTorch into .toolchain/torch-venv
+# the first time (a few GB). Writes everything into OUT (default
+# benches/results/cpu-vs-pytorch).
+#
+#   scripts/bench-vs-pytorch.sh [OUT]
+#
+# The arguments are the CPU issue's: small config, 256x256 restoration at
+# NFE 1 and batch 1, a 64x64 training step at batch 4, 3 timed runs each,
+# f32 on both sides (the engine's CPU backend has no bf16 path yet).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${1:-$root/benches/results/cpu-vs-pytorch}"
+precision=f32
+args=(--config small --size 256 --nfe 1 --batch 1 --train-batch 4 --train-size 64 --iters 3)
+venv="$root/.toolchain/torch-venv"
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy safetensors
+fi
+mkdir -p "$out"
+(cd "$root" && cargo build --release --quiet)
+/usr/bin/time -v "$root/target/release/nadb" bench "${args[@]}" --device cpu \
+    -o "$out/nadb-$precision.md.tmp" 2> "$out/nadb-$precision.time.log" >/dev/null
+mv "$out/nadb-$precision.md.tmp" "$out/nadb-$precision.md"
+"$venv/bin/python" "$root/benches/twin/bench.py" "${args[@]}" --device cpu --precision "$precision" \
+    --no-compile --warmup 1 --parts latency,train --out "$out/torch-$precision.md" >/dev/null
+"$venv/bin/python" "$root/benches/twin/side_by_side.py" "$out/nadb-$precision.md" "$out/torch-$precision.md" \
+    "$out/nadb-$precision.time.log" | tee "$out/side-by-side-$precision.md"
