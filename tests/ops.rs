@@ -157,6 +157,33 @@ fn group_norm_normalises_each_group() {
 }
 
 #[test]
+fn group_norm_bits_do_not_depend_on_the_threads() {
+    let mut r = rng(7);
+    let x = randn(&mut r, &[1, 40, 37, 96], 2.0);
+    let gamma = randn(&mut r, &[96], 1.0);
+    let beta = randn(&mut r, &[96], 1.0);
+    let dy = randn(&mut r, &[1, 40, 37, 96], 1.0);
+    let run = || {
+        let (y, stats) = nadb::cpu::norm::group_norm(&x, &gamma, &beta, 32, true);
+        let (dx, dg, db) =
+            nadb::cpu::norm::group_norm_backward(&x, &gamma, &beta, &stats, &dy, true);
+        [y, dx, dg, db].map(|t| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    assert!(
+        one.install(run) == three.install(run),
+        "group norm differs between 1 and 3 threads"
+    );
+}
+
+#[test]
 fn elementwise_gradients() {
     let mut r = rng(7);
     let x = randn(&mut r, &[2, 3, 2, 4], 2.0);
