@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::metrics::to_u8;
 use crate::tensor::Tensor;
 use image::codecs::jpeg::JpegEncoder;
-use image::{ImageFormat, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -24,25 +24,129 @@ pub fn is_image_path(path: &Path) -> bool {
 /// four low-resolution pixels of 4x super-resolution.
 pub const MIN_SIDE: u32 = 16;
 
-/// Decodes an image file to 8-bit RGB.
-pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error(format!("{}: cannot read: {e}", path.display())))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| {
-        Error(format!(
-            "{}: not a readable PNG or JPEG image ({e})",
-            path.display()
-        ))
-    })?;
-    if img.width() < MIN_SIDE || img.height() < MIN_SIDE {
+/// The most pixels an input may have (a 100-megapixel photograph; its f32
+/// tensor alone is 1.2 GB). Checked against the header, before decoding.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// A JPEG header states any size whatever data follows, and the decoder
+/// fills what is missing: a 1.6 KB file claiming 8000x8000 would decode
+/// 64 megapixels of nothing. Every 8x8 block of every component costs at
+/// least one bit (its DC code), so a real JPEG holds at most 512 pixels
+/// per byte; four times that is allowed.
+const JPEG_MAX_PIXELS_PER_BYTE: u64 = 2048;
+
+/// Whether a JPEG's markers run from SOI to EOI. The decoder fills a file
+/// cut short with grey instead of failing, so truncation is found here:
+/// segments are skipped by their lengths, a scan's entropy-coded data up
+/// to the next marker (0xFF followed by anything but a stuffed 0x00, a
+/// restart marker or a fill 0xFF).
+fn jpeg_complete(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            return false;
+        }
+        let marker = b[i + 1];
+        match marker {
+            0xD9 => return true,
+            0xFF => {
+                i += 1;
+                continue;
+            }
+            0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(len) = b.get(i + 2..i + 4) else {
+            return false;
+        };
+        i += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+        if marker == 0xDA {
+            while i + 1 < b.len()
+                && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
+            {
+                i += 1;
+            }
+        }
+    }
+    false
+}
+
+/// Whether a PNG's chunks run from the signature to IEND (the decoder
+/// stops once it has the pixels, so a file cut after them would pass).
+fn png_complete(b: &[u8]) -> bool {
+    let mut i = 8;
+    while let Some(head) = b.get(i..i + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..] == b"IEND" {
+            return i + 12 <= b.len();
+        }
+        i = i.saturating_add(12 + len);
+    }
+    false
+}
+
+/// Decodes a PNG or JPEG file. The header is checked before any pixel is
+/// decoded (size, the file's completeness), so a hostile or broken file
+/// costs no more than reading it.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let p = path.display();
+    let bytes = std::fs::read(path).map_err(|e| Error(format!("{p}: cannot read: {e}")))?;
+    let unreadable = |e: ImageError| match e {
+        ImageError::Limits(_) => Error(format!(
+            "{p}: too large to decode within the memory limit ({e})"
+        )),
+        e => Error(format!("{p}: not a readable PNG or JPEG image ({e})")),
+    };
+    let format = match image::guess_format(&bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
+        _ => bail!("{p}: not a readable PNG or JPEG image (neither signature)"),
+    };
+    let mut decoder = ImageReader::with_format(Cursor::new(&bytes), format)
+        .into_decoder()
+        .map_err(unreadable)?;
+    let (w, h) = decoder.dimensions();
+    if w < MIN_SIDE || h < MIN_SIDE {
+        bail!("{p}: a {w}x{h} image is too small (at least {MIN_SIDE}x{MIN_SIDE})");
+    }
+    let pixels = w as u64 * h as u64;
+    if pixels > MAX_PIXELS {
         bail!(
-            "{}: a {}x{} image is too small (at least {MIN_SIDE}x{MIN_SIDE})",
-            path.display(),
-            img.width(),
-            img.height()
+            "{p}: its header says {w}x{h}, more than the {} megapixels an input may have",
+            MAX_PIXELS / 1_000_000
         );
     }
-    Ok(img.to_rgb8())
+    let complete = match format {
+        ImageFormat::Jpeg => {
+            let most = bytes.len() as u64 * JPEG_MAX_PIXELS_PER_BYTE;
+            if pixels > most {
+                bail!(
+                    "{p}: its header says {w}x{h}, but {} bytes of JPEG cannot hold that many pixels (truncated or corrupt)",
+                    bytes.len()
+                );
+            }
+            jpeg_complete(&bytes)
+        }
+        _ => png_complete(&bytes),
+    };
+    if !complete {
+        bail!("{p}: truncated or corrupt: the file ends before its end-of-image marker");
+    }
+    // Room for the largest input in the widest layout (16-bit RGBA).
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
+    decoder.set_limits(limits).map_err(unreadable)?;
+    DynamicImage::from_decoder(decoder).map_err(unreadable)
+}
+
+/// Decodes an image file to 8-bit RGB.
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(decode(path)?.to_rgb8())
 }
 
 /// An 8-bit level to [-1, 1].
