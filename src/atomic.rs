@@ -1,7 +1,10 @@
 //! Writing files so that nothing is ever half-written or lost: the bytes go
 //! to a temporary name in the same folder, are flushed to disk, and only
 //! then replace the destination in one rename. A crash leaves either the old
-//! file or the new one, never a mix.
+//! file or the new one, never a mix. Outputs the user did not allow to be
+//! replaced are created with a hard link instead, which fails when the
+//! destination exists: two processes writing the same new file cannot
+//! silently replace each other's.
 
 use crate::bail;
 use crate::error::Result;
@@ -17,13 +20,24 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
+/// Writes `path` atomically, replacing it if it exists.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Writes `path` atomically, replacing an existing file only if `replace`.
+pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let tmp = temp_name(path);
     let written = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        if replace {
+            fs::rename(&tmp, path)?;
+        } else {
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        }
         // Make the rename itself durable.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)?.sync_all()?;
@@ -32,6 +46,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            bail!(
+                "{}: already exists (made while this ran?); pass --force to replace it",
+                path.display()
+            );
+        }
         bail!("{}: cannot write: {e}", path.display());
     }
     Ok(())

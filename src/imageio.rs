@@ -1,7 +1,7 @@
 //! Images in and out: PNG and JPEG files to `[1, h, w, 3]` tensors in
 //! [-1, 1] and back. Errors name the file; outputs are written atomically.
 
-use crate::atomic::write_atomic;
+use crate::atomic::write_file;
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::metrics::to_u8;
@@ -180,8 +180,14 @@ pub fn output_format(path: &Path) -> Result<ImageFormat> {
 }
 
 /// Writes image `index` of an NHWC batch in [-1, 1] (clamped and rounded to
-/// 8 bits), as PNG or JPEG by the extension, atomically.
+/// 8 bits), as PNG or JPEG by the extension, atomically, replacing `path`.
 pub fn save_image(path: &Path, batch: &Tensor, index: usize) -> Result<()> {
+    save_output(path, batch, index, true)
+}
+
+/// `save_image`, replacing an existing `path` only if `replace` (a
+/// command's output without `--force` must not replace anything).
+pub fn save_output(path: &Path, batch: &Tensor, index: usize, replace: bool) -> Result<()> {
     let format = output_format(path)?;
     let (_, h, w, c) = batch.nhwc();
     assert_eq!(c, 3, "images are RGB");
@@ -196,5 +202,5 @@ pub fn save_image(path: &Path, batch: &Tensor, index: usize) -> Result<()> {
         _ => img.write_to(&mut bytes, format),
     };
     encoded.map_err(|e| Error(format!("{}: cannot encode: {e}", path.display())))?;
-    write_atomic(path, bytes.get_ref())
+    write_file(path, bytes.get_ref(), replace)
 }

@@ -10,7 +10,7 @@ use nadb::degrade::{degrade, Task};
 use nadb::device::{Device, DeviceChoice, Precision};
 use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
-use nadb::imageio::{load_image, save_image};
+use nadb::imageio::{load_image, save_output};
 use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
 use nadb::restore::Restorer;
 use nadb::train::{Role, RunSettings, Trainer};
@@ -453,24 +453,51 @@ fn info(args: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The path an output for `input` gets in `out_dir`, refusing to replace an
-/// input, or an existing file unless `force`.
-fn output_path(
-    input: &Path,
-    out_dir: Option<&Path>,
-    ext: &str,
+/// The output path of each input: `out_dir/STEM.EXT`, else
+/// `STEM-restored.EXT` beside the input, EXT being `ext` or (None) the
+/// input's own. Two inputs that would be written to one file are refused
+/// here, before any work.
+fn output_paths(
     inputs: &[PathBuf],
-    force: bool,
-) -> Result<PathBuf> {
-    let stem = input
-        .file_stem()
-        .ok_or_else(|| Error(format!("{}: no file name", input.display())))?;
-    let path = match out_dir {
-        Some(dir) => dir.join(stem).with_extension(ext),
-        None => input.with_file_name(format!("{}-restored.{ext}", stem.to_string_lossy())),
+    out_dir: Option<&Path>,
+    ext: Option<&str>,
+) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(inputs.len());
+    // Paths compared with their folder resolved (a/x.png is ./a/x.png).
+    let key = |p: &Path| {
+        let dir = p.parent().and_then(|d| d.canonicalize().ok());
+        dir.map_or(p.to_path_buf(), |d| {
+            d.join(p.file_name().unwrap_or_default())
+        })
     };
+    for input in inputs {
+        let stem = input
+            .file_stem()
+            .ok_or_else(|| Error(format!("{}: no file name", input.display())))?;
+        let own = input.extension().and_then(|e| e.to_str());
+        let ext = ext.or(own).unwrap_or("png").to_ascii_lowercase();
+        let path = match out_dir {
+            Some(dir) => dir.join(stem).with_extension(ext),
+            None => input.with_file_name(format!("{}-restored.{ext}", stem.to_string_lossy())),
+        };
+        if let Some(j) = paths.iter().position(|q| key(q) == key(&path)) {
+            bail!(
+                "{} and {} would both be written to {}: give them different names, or run them into separate -o folders",
+                inputs[j].display(),
+                input.display(),
+                path.display()
+            );
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// Refuses an output that would replace an input, or an existing file
+/// unless `force`.
+fn check_output(path: &Path, inputs: &[PathBuf], force: bool) -> Result<()> {
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    if inputs.iter().any(|i| same(i, &path)) {
+    if inputs.iter().any(|i| same(i, path)) {
         bail!(
             "{}: would replace an input; choose another output folder",
             path.display()
@@ -482,37 +509,79 @@ fn output_path(
             path.display()
         );
     }
-    Ok(path)
+    Ok(())
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error(format!("{}: cannot create: {e}", dir.display())))
+/// Creates the output folder `-o` names (if missing) and checks that files
+/// can be made in it, before any work.
+fn output_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{}: is a file; -o names the output folder", dir.display());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error(format!(
+            "{}: cannot create the output folder: {e}",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(format!(".nadb-write-test.{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Error(format!(
+                "{}: cannot write in the output folder: {e}",
+                dir.display()
+            ))
+        })
+}
+
+/// The end of a command that goes on past bad inputs: Ok when none
+/// failed; else each failure listed and one summary error (a lone input's
+/// error is the error itself).
+fn failures(mut failed: Vec<Error>, inputs: usize, done: &str) -> Result<()> {
+    match failed.len() {
+        0 => Ok(()),
+        1 if inputs == 1 => Err(failed.remove(0)),
+        n => {
+            for e in &failed {
+                eprintln!("failed: {e}");
+            }
+            bail!("{n} of {inputs} images could not be {done} (listed above)")
+        }
+    }
 }
 
 fn degrade_cmd(a: DegradeArgs) -> Result<()> {
     let task: Task = a.task.parse()?;
-    create_dir(&a.out)?;
-    for input in &a.inputs {
-        let ext = input
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("png")
-            .to_ascii_lowercase();
-        let path = output_path(input, Some(&a.out), &ext, &a.inputs, a.force)?;
-        let raw = a
-            .tensors
-            .then(|| output_path(input, Some(&a.out), "safetensors", &a.inputs, a.force))
-            .transpose()?;
-        let y = degrade(task, &load_image(input)?)?;
-        save_image(&path, &y, 0)?;
-        println!("{} -> {}", input.display(), path.display());
-        if let Some(raw) = raw {
-            checkpoint::write_tensors(&raw, &[("x", &y)])?;
-            println!("{} -> {}", input.display(), raw.display());
+    // Each output keeps its input's format (a JPEG degraded by JPEG stays one).
+    let outputs = output_paths(&a.inputs, Some(&a.out), None)?;
+    let raw = a
+        .tensors
+        .then(|| output_paths(&a.inputs, Some(&a.out), Some("safetensors")))
+        .transpose()?;
+    output_dir(&a.out)?;
+    // A bad input fails alone, as in restore.
+    let mut failed = Vec::new();
+    for (k, (input, path)) in a.inputs.iter().zip(&outputs).enumerate() {
+        let raw = raw.as_ref().map(|r| &r[k]);
+        let done = check_output(path, &a.inputs, a.force)
+            .and_then(|()| raw.map_or(Ok(()), |r| check_output(r, &a.inputs, a.force)))
+            .and_then(|()| load_image(input))
+            .and_then(|x| degrade(task, &x))
+            .and_then(|y| {
+                save_output(path, &y, 0, a.force)?;
+                println!("{} -> {}", input.display(), path.display());
+                if let Some(raw) = raw {
+                    checkpoint::write_tensors(raw, &[("x", &y)])?;
+                    println!("{} -> {}", input.display(), raw.display());
+                }
+                Ok(())
+            });
+        if let Err(e) = done {
+            failed.push(e);
         }
     }
-    Ok(())
+    failures(failed, a.inputs.len(), "degraded")
 }
 
 fn run_settings(a: &TrainArgs, role: Role) -> Result<RunSettings> {
@@ -630,6 +699,10 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         .checkpoint
         .clone()
         .unwrap_or_else(|| shipped(task, "nadb"));
+    let outputs = output_paths(&a.inputs, a.out.as_deref(), Some(ext))?;
+    if let Some(dir) = &a.out {
+        output_dir(dir)?;
+    }
     let mut restorer = Restorer::load(&checkpoint, a.mean_checkpoint.as_deref(), task)?;
     if let Some(on) = a.ot_ode {
         restorer.set_ot_ode(on)?;
@@ -637,19 +710,15 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
     restorer.bridge().check_nfe(a.nfe)?;
     eprintln!("{device_line}");
     let restorer = restorer.to_device(device)?;
-    if let Some(dir) = &a.out {
-        create_dir(dir)?;
-    }
-    // A bad input (unreadable, not an image, an output clash) fails alone:
-    // the others are restored, the failures listed at the end.
+    // A bad input (unreadable, not an image, an existing output) fails
+    // alone: the others are restored, the failures listed at the end.
     let mut failed: Vec<Error> = Vec::new();
     let mut pending: Vec<(PathBuf, Tensor)> = Vec::new();
-    for input in &a.inputs {
-        let job = output_path(input, a.out.as_deref(), ext, &a.inputs, a.force)
-            .and_then(|out| Ok((out, load_image(input)?)));
+    for (input, out) in a.inputs.iter().zip(outputs) {
+        let job = check_output(&out, &a.inputs, a.force).and_then(|()| load_image(input));
         match job {
             Err(e) => failed.push(e),
-            Ok((out, x)) => {
+            Ok(x) => {
                 let full = pending.len() == a.batch.max(1);
                 if full || pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
                     restore_batch(&restorer, &mut pending, &a, &mut failed);
@@ -659,19 +728,7 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         }
     }
     restore_batch(&restorer, &mut pending, &a, &mut failed);
-    match failed.len() {
-        0 => Ok(()),
-        1 if a.inputs.len() == 1 => Err(failed.remove(0)),
-        n => {
-            for e in &failed {
-                eprintln!("failed: {e}");
-            }
-            bail!(
-                "{n} of {} images could not be restored (listed above)",
-                a.inputs.len()
-            )
-        }
-    }
+    failures(failed, a.inputs.len(), "restored")
 }
 
 /// Restores and writes the pending images (one size), then empties the
@@ -721,7 +778,7 @@ fn restore_batch(
     match result {
         Ok(out) => {
             for (i, path) in paths.iter().enumerate() {
-                match save_image(path, &out, i) {
+                match save_output(path, &out, i, a.force) {
                     Ok(()) => println!("{}", path.display()),
                     Err(e) => failed.push(e),
                 }

@@ -191,3 +191,160 @@ fn truncated_and_lying_images_are_refused_naming_the_file() {
     );
     assert!(!dir.path().join("m.safetensors").exists());
 }
+
+#[test]
+fn outputs_that_clash_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_image(&dir.path().join("a/x.png"), 20, 1);
+    write_image(&dir.path().join("b/x.png"), 20, 2);
+    write_image(&dir.path().join("a/x.jpg"), 20, 3);
+    let ck = checkpoint(dir.path());
+    let out = nadb(&[
+        "restore",
+        "--task",
+        "sr4-pool",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        &d("a/x.png"),
+        &d("b/x.png"),
+        &d("a/x.jpg"),
+        "-o",
+        &d("out"),
+    ]);
+    assert_error(
+        &out,
+        &[&format!(
+            "{} and {} would both be written to {}: give them different names, or run them into separate -o folders",
+            d("a/x.png"),
+            d("b/x.png"),
+            d("out/x.png")
+        )],
+    );
+    assert!(!dir.path().join("out").exists(), "work started");
+    // The same folder spelled two ways, without -o.
+    let out = nadb(&[
+        "restore",
+        "--task",
+        "sr4-pool",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        &d("a/x.png"),
+        &d("b/../a/x.png"),
+    ]);
+    assert_error(&out, &["would both be written to"]);
+    assert!(!dir.path().join("a/x-restored.png").exists());
+    // degrade keeps each input's format: x.png and x.jpg do not clash.
+    let out = nadb(&[
+        "degrade",
+        "--task",
+        "sr4-pool",
+        &d("a/x.png"),
+        &d("b/x.png"),
+        "-o",
+        &d("deg"),
+    ]);
+    assert_error(&out, &["would both be written to", &d("deg/x.png")]);
+    assert!(!dir.path().join("deg").exists());
+    let out = nadb(&[
+        "degrade",
+        "--task",
+        "sr4-pool",
+        &d("a/x.png"),
+        &d("a/x.jpg"),
+        "-o",
+        &d("deg"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("deg/x.png").exists() && dir.path().join("deg/x.jpg").exists());
+}
+
+#[test]
+fn two_runs_onto_one_new_output_cannot_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_image(&dir.path().join("in/x.png"), 64, 1);
+    let ck = checkpoint(dir.path());
+    let run = |seed: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nadb"))
+            .args([
+                "restore", "--task", "sr4-pool", "--nfe", "2", "--seed", seed,
+            ])
+            .args([
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                &d("in/x.png"),
+                "-o",
+                &d("out"),
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = [run("1"), run("2")];
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let won: Vec<bool> = outs.iter().map(|o| o.status.success()).collect();
+    assert_eq!(won.iter().filter(|&&w| w).count(), 1, "{won:?}");
+    let lost = &outs[won.iter().position(|&w| !w).unwrap()];
+    assert_last_error(lost, &[&d("out/x.png"), "already exists"]);
+    nadb::imageio::load_image(&dir.path().join("out/x.png")).unwrap();
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(d("out")).unwrap().count(), 1);
+}
+
+#[test]
+fn a_no_replace_write_keeps_the_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.txt");
+    std::fs::write(&path, b"the user's").unwrap();
+    let err = nadb::atomic::write_file(&path, b"new", false).unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "{}: already exists (made while this ran?); pass --force to replace it",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"the user's");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    nadb::atomic::write_file(&path, b"new", true).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+}
+
+#[test]
+fn degrade_goes_on_past_bad_files_and_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_image(&dir.path().join("in/a.png"), 20, 1);
+    write_image(&dir.path().join("in/c.png"), 20, 2);
+    std::fs::write(d("in/b.png"), b"not a picture").unwrap();
+    let out = nadb(&[
+        "degrade",
+        "--task",
+        "sr4-pool",
+        &d("in/a.png"),
+        &d("in/b.png"),
+        &d("in/c.png"),
+        "-o",
+        &d("out"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "failed: {}: not a readable PNG or JPEG image (neither signature)\n\
+             error: 1 of 3 images could not be degraded (listed above)\n",
+            d("in/b.png")
+        )
+    );
+    assert!(dir.path().join("out/a.png").exists() && dir.path().join("out/c.png").exists());
+    assert!(!dir.path().join("out/b.png").exists());
+}
