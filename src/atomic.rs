@@ -28,15 +28,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Writes `path` atomically, replacing an existing file only if `replace`.
 pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let tmp = temp_name(path);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        bail!("{}: cannot write: {e}", path.display());
+    }
+    move_into(&tmp, path, replace)
+}
+
+/// Moves the finished file `tmp` (in `path`'s folder) to `path`, replacing
+/// an existing file only if `replace`; `tmp` is gone afterwards either way.
+pub fn move_into(tmp: &Path, path: &Path, replace: bool) -> Result<()> {
+    let moved = (|| -> std::io::Result<()> {
         if replace {
-            fs::rename(&tmp, path)?;
+            fs::rename(tmp, path)?;
         } else {
-            fs::hard_link(&tmp, path)?;
-            fs::remove_file(&tmp)?;
+            fs::hard_link(tmp, path)?;
+            fs::remove_file(tmp)?;
         }
         // Make the rename itself durable.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -44,8 +55,8 @@ pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
         }
         Ok(())
     })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+    if let Err(e) = moved {
+        let _ = fs::remove_file(tmp);
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             bail!(
                 "{}: already exists (made while this ran?); pass --force to replace it",

@@ -176,6 +176,9 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint> {
         let p = path.display();
+        if path.is_dir() {
+            bail!("checkpoint {p}: is a folder, not a checkpoint file");
+        }
         let file =
             File::open(path).map_err(|e| Error(format!("checkpoint {p}: cannot open: {e}")))?;
         // SAFETY: the mapping is read-only and lives in `Checkpoint`; a file
@@ -265,12 +268,13 @@ impl Checkpoint {
     }
 
     /// Checks that group `prefix` holds every tensor of `specs` with the
-    /// right shape and type, without reading the numbers.
+    /// right shape and type and finite values (one tensor in memory at a
+    /// time).
     pub fn check_group(&self, prefix: &str, specs: &[ParamSpec]) -> Result<()> {
         let st = self.tensors()?;
         specs
             .iter()
-            .try_for_each(|spec| self.view(&st, prefix, spec).map(drop))
+            .try_for_each(|spec| self.read(&st, prefix, spec).map(drop))
     }
 
     /// Reads the group `prefix`, one tensor per spec, checking each.
@@ -278,22 +282,35 @@ impl Checkpoint {
         let st = self.tensors()?;
         specs
             .iter()
-            .map(|spec| {
-                let view = self.view(&st, prefix, spec)?;
-                let data = if view.dtype() == Dtype::F32 {
-                    view.data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect()
-                } else {
-                    view.data()
-                        .chunks_exact(2)
-                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect()
-                };
-                Ok(Tensor::from_vec(&spec.shape, data))
-            })
+            .map(|spec| self.read(&st, prefix, spec))
             .collect()
+    }
+
+    /// The tensor `prefix + spec.name` as f32, checked like `view` and
+    /// refused if any value is NaN or infinite: such weights restore black
+    /// images, and a run resumed from them goes nowhere.
+    fn read(&self, st: &SafeTensors, prefix: &str, spec: &ParamSpec) -> Result<Tensor> {
+        let view = self.view(st, prefix, spec)?;
+        let data: Vec<f32> = if view.dtype() == Dtype::F32 {
+            view.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            view.data()
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()
+        };
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "checkpoint {}: tensor '{prefix}{}' holds {} at index {i} (the weights are broken)",
+                self.path.display(),
+                spec.name,
+                data[i]
+            );
+        }
+        Ok(Tensor::from_vec(&spec.shape, data))
     }
 
     /// The network stored under `prefix` ("" for raw weights, `ema.` for

@@ -114,8 +114,9 @@ type PanelValue = fn(&Point) -> f64;
 
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-/// Two panels (variance ratio, cosine) against t, one line per method.
-pub fn plot(points: &[Point], path: &Path) -> Result<()> {
+/// Two panels (variance ratio, cosine) against t, one line per method;
+/// an existing `path` is replaced only if `replace`.
+pub fn plot(points: &[Point], path: &Path, replace: bool) -> Result<()> {
     let fail =
         |e: &dyn std::fmt::Display| Error(format!("{}: cannot draw the plot: {e}", path.display()));
     // Registering twice is harmless; the font is part of the binary.
@@ -181,5 +182,5 @@ pub fn plot(points: &[Point], path: &Path) -> Result<()> {
         }
         root.present().map_err(|e| fail(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+    crate::atomic::move_into(&tmp, path, replace)
 }

@@ -67,9 +67,9 @@ fn jpeg_complete(b: &[u8]) -> bool {
         };
         i += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
         if marker == 0xDA {
-            while i + 1 < b.len()
-                && !(b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF))
-            {
+            let at_marker =
+                |i: usize| b[i] == 0xFF && !matches!(b[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF);
+            while i + 1 < b.len() && !at_marker(i) {
                 i += 1;
             }
         }

@@ -1,12 +1,12 @@
 //! The `nadb` command line.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nadb::atomic::write_atomic;
+use nadb::atomic::{write_atomic, write_file};
 use nadb::bridge::Method;
 use nadb::checkpoint::{self, Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
 use nadb::data::Dataset;
-use nadb::degrade::{degrade, Task};
+use nadb::degrade::{degrade, Task, TASK_NAMES};
 use nadb::device::{Device, DeviceChoice, Precision};
 use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
@@ -165,6 +165,9 @@ struct DiagnoseArgs {
     /// Writes OUT.csv and OUT.png.
     #[arg(short, long)]
     out: PathBuf,
+    /// Replace OUT.csv and OUT.png if they exist.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -354,6 +357,9 @@ struct EvalArgs {
     /// trained with]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     ot_ode: Option<bool>,
+    /// Replace --csv if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn thousands(n: u64) -> String {
@@ -395,6 +401,22 @@ fn info(args: InfoArgs) -> Result<()> {
             ),
         },
     };
+    // Every tensor is read (present, shaped, finite) before anything is said.
+    let mut groups = vec!["weights"];
+    if let Some(c) = &ckpt {
+        let specs = param_specs(&c.config)?;
+        c.check_group("", &specs)?;
+        for (prefix, label) in [
+            (EMA_PREFIX, "ema"),
+            (ADAM_M_PREFIX, "adam_m"),
+            (ADAM_V_PREFIX, "adam_v"),
+        ] {
+            if c.has_group(prefix, &specs)? {
+                c.check_group(prefix, &specs)?;
+                groups.push(label);
+            }
+        }
+    }
     let cfg = if mean { cfg.without_time() } else { cfg };
     let m = cfg.side_multiple();
     if size == 0 || !size.is_multiple_of(m) || batch == 0 {
@@ -428,21 +450,8 @@ fn info(args: InfoArgs) -> Result<()> {
         flops as f64 / 1e9
     );
     if let Some(c) = ckpt {
-        let specs = param_specs(&c.config)?;
-        c.check_group("", &specs)?;
-        let mut groups = vec!["weights"];
-        for (prefix, label) in [
-            (EMA_PREFIX, "ema"),
-            (ADAM_M_PREFIX, "adam_m"),
-            (ADAM_V_PREFIX, "adam_v"),
-        ] {
-            if c.has_group(prefix, &specs)? {
-                c.check_group(prefix, &specs)?;
-                groups.push(label);
-            }
-        }
         println!(
-            "tensors       {} (all present, shapes checked)",
+            "tensors       {} (all present, shapes checked, every value finite)",
             groups.join(", ")
         );
         println!(
@@ -524,15 +533,52 @@ fn output_dir(dir: &Path) -> Result<()> {
             dir.display()
         ))
     })?;
+    writable(dir).map_err(|e| {
+        Error(format!(
+            "{}: cannot write in the output folder: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// Whether files can be made in `dir` (a probe file, made and removed).
+fn writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".nadb-write-test.{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            Error(format!(
-                "{}: cannot write in the output folder: {e}",
-                dir.display()
-            ))
-        })
+    std::fs::File::create(&probe).and_then(|_| std::fs::remove_file(&probe))
+}
+
+/// Refuses, before any work, an output file named by `flag` whose folder
+/// is missing or not writable, or that names a folder.
+fn output_file_folder(path: &Path, flag: &str) -> Result<()> {
+    let p = path.display();
+    if path.is_dir() {
+        bail!("{flag} {p}: is a folder; give a file name");
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("{flag} {p}: the folder {} does not exist", dir.display());
+    }
+    writable(dir).map_err(|e| {
+        Error(format!(
+            "{flag} {p}: cannot write in {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// `output_file_folder`, and the file must not exist unless `force`.
+fn new_output_file(path: &Path, flag: &str, force: bool) -> Result<()> {
+    output_file_folder(path, flag)?;
+    if path.exists() && !force {
+        bail!(
+            "{flag} {}: already exists (pass --force to replace it)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The end of a command that goes on past bad inputs: Ok when none
@@ -605,6 +651,11 @@ fn train_cmd(
     device_line: &str,
 ) -> Result<()> {
     let config = UnetConfig::named(&a.config)?;
+    settings.check(&config)?;
+    if a.minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+        bail!("--minutes must be a positive number of minutes");
+    }
+    output_file_folder(&a.out, "-o")?;
     let trainer = if a.resume {
         let t = Trainer::resume(&a.out)?;
         // The NADB schedule is no flag: a run keeps the one it started with
@@ -713,7 +764,8 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
     // A bad input (unreadable, not an image, an existing output) fails
     // alone: the others are restored, the failures listed at the end.
     let mut failed: Vec<Error> = Vec::new();
-    let mut pending: Vec<(PathBuf, Tensor)> = Vec::new();
+    // ((input, output), image) of one size, restored together.
+    let mut pending: Vec<((&Path, PathBuf), Tensor)> = Vec::new();
     for (input, out) in a.inputs.iter().zip(outputs) {
         let job = check_output(&out, &a.inputs, a.force).and_then(|()| load_image(input));
         match job {
@@ -723,7 +775,7 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
                 if full || pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
                     restore_batch(&restorer, &mut pending, &a, &mut failed);
                 }
-                pending.push((out, x));
+                pending.push(((input, out), x));
             }
         }
     }
@@ -735,11 +787,19 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
 /// list; a failure is recorded for each image of the batch.
 fn restore_batch(
     r: &Restorer,
-    pending: &mut Vec<(PathBuf, Tensor)>,
+    pending: &mut Vec<((&Path, PathBuf), Tensor)>,
     a: &RestoreArgs,
     failed: &mut Vec<Error>,
 ) {
-    let (paths, mut images): (Vec<PathBuf>, Vec<Tensor>) = pending.drain(..).unzip();
+    let (paths, mut images): (Vec<_>, Vec<Tensor>) = pending.drain(..).unzip();
+    // A failure to restore is the input's; a failure to write, the output's.
+    let fail_all = |failed: &mut Vec<Error>, e: Error| {
+        failed.extend(
+            paths
+                .iter()
+                .map(|(input, _)| Error(format!("{}: {e}", input.display()))),
+        )
+    };
     let Some(first) = images.first() else {
         return;
     };
@@ -760,7 +820,7 @@ fn restore_batch(
     if a.profile {
         let start = Instant::now();
         if let Err(e) = restore() {
-            failed.extend(paths.iter().map(|p| Error(format!("{}: {e}", p.display()))));
+            fail_all(failed, e);
             return;
         }
         eprintln!(
@@ -777,7 +837,7 @@ fn restore_batch(
     }
     match result {
         Ok(out) => {
-            for (i, path) in paths.iter().enumerate() {
+            for (i, (_, path)) in paths.iter().enumerate() {
                 match save_output(path, &out, i, a.force) {
                     Ok(()) => println!("{}", path.display()),
                     Err(e) => failed.push(e),
@@ -791,7 +851,7 @@ fn restore_batch(
                 a.nfe,
             );
         }
-        Err(e) => failed.extend(paths.iter().map(|p| Error(format!("{}: {e}", p.display())))),
+        Err(e) => fail_all(failed, e),
     }
 }
 
@@ -831,6 +891,9 @@ fn shipped(task: Task, what: &str) -> PathBuf {
 
 fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
     let task: Task = a.task.parse()?;
+    if let Some(path) = &a.csv {
+        new_output_file(path, "--csv", a.force)?;
+    }
     let mut checkpoints = Vec::new();
     for spec in &a.checkpoint {
         let Some((m, p)) = spec.split_once('=') else {
@@ -864,7 +927,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
     let (rows, images) = evaluate(&a.data, &plan)?;
     print!("{}", eval::markdown(task, images, &rows));
     if let Some(path) = &a.csv {
-        write_atomic(path, eval::csv(task, &rows).as_bytes())?;
+        write_file(path, eval::csv(task, &rows).as_bytes(), a.force)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -872,6 +935,11 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
 
 fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()> {
     let task: Task = a.task.parse()?;
+    let csv = a.out.with_extension("csv");
+    let png = a.out.with_extension("png");
+    for path in [&csv, &png] {
+        new_output_file(path, "-o", a.force)?;
+    }
     let plan = diagnose::DiagnosePlan {
         task,
         checkpoints: a.checkpoint.clone(),
@@ -883,10 +951,8 @@ fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()
     };
     eprintln!("{device_line}");
     let points = diagnose::diagnose(&a.data, &plan)?;
-    let csv = a.out.with_extension("csv");
-    let png = a.out.with_extension("png");
-    write_atomic(&csv, diagnose::csv(&points).as_bytes())?;
-    diagnose::plot(&points, &png)?;
+    write_file(&csv, diagnose::csv(&points).as_bytes(), a.force)?;
+    diagnose::plot(&points, &png, a.force)?;
     print!("{}", diagnose::csv(&points));
     eprintln!("wrote {} and {}", csv.display(), png.display());
     Ok(())
@@ -1005,8 +1071,21 @@ fn profile_cmd(
     Ok(())
 }
 
+/// The parsed command line; each `--task` help lists the task names (a
+/// doc comment cannot name `TASK_NAMES`).
+fn parse_command_line() -> Cli {
+    let help = format!("The degradation: {}", TASK_NAMES.join(", "));
+    let mut cmd = Cli::command();
+    for sub in cmd.get_subcommands_mut() {
+        if sub.get_arguments().any(|a| a.get_id() == "task") {
+            *sub = std::mem::take(sub).mut_arg("task", |a| a.help(help.clone()));
+        }
+    }
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let needs_device = !matches!(
         cli.command,
         Command::Info(_) | Command::Degrade(_) | Command::Export(_)

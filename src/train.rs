@@ -101,6 +101,48 @@ impl RunSettings {
         }
     }
 
+    /// Refuses settings a run cannot train with, naming the flag: checked
+    /// before any work (a zero batch would only show as a NaN loss, an EMA
+    /// decay of 2 as black restorations, a crop the U-Net cannot halve as
+    /// a panic).
+    pub fn check(&self, config: &UnetConfig) -> Result<()> {
+        if self.batch == 0 {
+            bail!("--batch 0: a batch needs at least one image");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!(
+                "--lr {}: the learning rate must be positive and finite",
+                self.lr
+            );
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!(
+                "--ema {}: the EMA decay must be in [0, 1) (0.999 is usual)",
+                self.ema_decay
+            );
+        }
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            bail!(
+                "--clip {}: the gradient-norm clip must be positive and finite",
+                self.clip
+            );
+        }
+        let m = config.side_multiple();
+        if self.crop == 0 || !self.crop.is_multiple_of(m) {
+            let below = self.crop / m * m;
+            let nearest = match below {
+                0 => format!("{m}"),
+                b => format!("{b} or {}", b + m),
+            };
+            bail!(
+                "--crop {}: config '{}' needs a multiple of {m} (nearest: {nearest})",
+                self.crop,
+                config.name
+            );
+        }
+        Ok(())
+    }
+
     /// Settings for a new run of `role` on `task` with the spec's defaults
     /// (the NADB schedule of the method, OT-ODE for I2SB on the paper's
     /// deblurring tasks).
@@ -249,6 +291,7 @@ impl Trainer {
     /// A fresh run. A bridge whose method uses the mean network needs
     /// `settings.mean_checkpoint`.
     pub fn new(settings: RunSettings, config: &UnetConfig) -> Result<Trainer> {
+        settings.check(config)?;
         let config = match settings.role {
             Role::Mean => config.without_time(),
             Role::Bridge(_) => config.clone(),

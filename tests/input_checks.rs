@@ -348,3 +348,334 @@ fn degrade_goes_on_past_bad_files_and_lists_them() {
     assert!(dir.path().join("out/a.png").exists() && dir.path().join("out/c.png").exists());
     assert!(!dir.path().join("out/b.png").exists());
 }
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ck = checkpoint(dir.path());
+    write_image(&dir.path().join("in/x.png"), 20, 1);
+    write_image(&dir.path().join("val/v.png"), 20, 2);
+    let mut t = Trainer::resume(&ck).unwrap();
+    let specs = t.net.specs().to_vec();
+    t.ema.weights[3].data_mut()[5] = f32::INFINITY;
+    let poisoned_ema = dir.path().join("ema.safetensors");
+    t.save(&poisoned_ema).unwrap();
+    t.ema.weights[3].data_mut()[5] = 0.0;
+    t.net.params_mut().next().unwrap().data_mut()[0] = f32::NAN;
+    let poisoned = dir.path().join("raw.safetensors");
+    t.save(&poisoned).unwrap();
+    let ema_error = format!(
+        "checkpoint {}: tensor 'ema.{}' holds inf at index 5 (the weights are broken)",
+        poisoned_ema.display(),
+        specs[3].name
+    );
+    let raw_error = format!(
+        "checkpoint {}: tensor '{}' holds NaN at index 0 (the weights are broken)",
+        poisoned.display(),
+        specs[0].name
+    );
+
+    let out = nadb(&["info", poisoned_ema.to_str().unwrap()]);
+    assert_error(&out, &[&ema_error]);
+    assert!(out.stdout.is_empty(), "info printed before checking");
+    assert_error(&nadb(&["info", poisoned.to_str().unwrap()]), &[&raw_error]);
+    let out = nadb(&[
+        "restore",
+        "--task",
+        "sr4-pool",
+        "--checkpoint",
+        poisoned_ema.to_str().unwrap(),
+        &d("in/x.png"),
+        "-o",
+        &d("out"),
+    ]);
+    assert_error(&out, &[&ema_error]);
+    assert!(!dir.path().join("out/x.png").exists());
+    let out = nadb(&[
+        "eval",
+        "--data",
+        &d("val"),
+        "--task",
+        "sr4-pool",
+        "--methods",
+        "input,nadb-nomean",
+        "--nfe",
+        "1",
+        "--crop",
+        "16",
+        "--checkpoint",
+        &format!("nadb-nomean={}", poisoned_ema.display()),
+    ]);
+    assert_last_error(&out, &[&ema_error]);
+    // Resuming the run whose raw weights are broken.
+    let before = std::fs::read(&poisoned).unwrap();
+    let out = nadb(&[
+        "train",
+        "--method",
+        "nadb-nomean",
+        "--task",
+        "sr4-pool",
+        "--config",
+        "tiny",
+        "--data",
+        &d("ck-data"),
+        "--crop",
+        "16",
+        "--batch",
+        "2",
+        "--warmup",
+        "2",
+        "--steps",
+        "3",
+        "-o",
+        poisoned.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_error(&out, &[&raw_error]);
+    assert_eq!(std::fs::read(&poisoned).unwrap(), before);
+}
+
+/// `train` on a small data folder with `extra` flags.
+fn train(dir: &Path, out: &str, extra: &[&str]) -> Output {
+    let data = dir.join("data");
+    if !data.exists() {
+        write_image(&data.join("a.png"), 24, 0);
+    }
+    let mut args = vec![
+        "train",
+        "--method",
+        "nadb-nomean",
+        "--task",
+        "sr4-pool",
+        "--config",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "-o",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_training_flags_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--ema", "2"],
+            "--ema 2: the EMA decay must be in [0, 1) (0.999 is usual)",
+        ),
+        (&["--ema", "1"], "--ema 1: the EMA decay must be in [0, 1)"),
+        (
+            &["--ema=-0.5"],
+            "--ema -0.5: the EMA decay must be in [0, 1)",
+        ),
+        (
+            &["--lr", "0"],
+            "--lr 0: the learning rate must be positive and finite",
+        ),
+        (
+            &["--lr", "NaN"],
+            "--lr NaN: the learning rate must be positive and finite",
+        ),
+        (
+            &["--batch", "0"],
+            "--batch 0: a batch needs at least one image",
+        ),
+        (
+            &["--crop", "7"],
+            "--crop 7: config 'tiny' needs a multiple of 2 (nearest: 6 or 8)",
+        ),
+        (
+            &["--crop", "1"],
+            "--crop 1: config 'tiny' needs a multiple of 2 (nearest: 2)",
+        ),
+        (
+            &["--minutes=-1"],
+            "--minutes must be a positive number of minutes",
+        ),
+    ];
+    for (flags, message) in cases {
+        assert_error(&train(dir.path(), o, flags), &[message]);
+        assert!(!out.exists(), "{flags:?} wrote a checkpoint");
+    }
+    // The mean network's trainer checks the same settings.
+    let mean = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args([
+            "train-mean",
+            "--task",
+            "sr4-pool",
+            "--config",
+            "tiny",
+            "--batch",
+            "0",
+        ])
+        .args(["--data", dir.path().join("data").to_str().unwrap(), "-o", o])
+        .output()
+        .unwrap();
+    assert_error(&mean, &["--batch 0: a batch needs at least one image"]);
+    // A folder for -o that does not exist is found before training, not
+    // at the first save.
+    let missing = dir.path().join("missing_dir/x.safetensors");
+    let start = std::time::Instant::now();
+    let r = train(
+        dir.path(),
+        missing.to_str().unwrap(),
+        &["--steps", "100000"],
+    );
+    assert_error(
+        &r,
+        &[&format!(
+            "-o {}: the folder {} does not exist",
+            missing.display(),
+            dir.path().join("missing_dir").display()
+        )],
+    );
+    assert!(start.elapsed().as_secs() < 20);
+    let r = train(dir.path(), dir.path().to_str().unwrap(), &[]);
+    assert_error(&r, &["is a folder; give a file name"]);
+}
+
+#[test]
+fn tables_and_plots_are_not_replaced_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ck = checkpoint(dir.path());
+    write_image(&dir.path().join("val/v.png"), 20, 2);
+    for (name, bytes) in [("table.csv", "mine"), ("diag.png", "mine too")] {
+        std::fs::write(d(name), bytes).unwrap();
+    }
+    let (val, csv) = (d("val"), d("table.csv"));
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--data",
+            &val,
+            "--task",
+            "sr4-pool",
+            "--methods",
+            "input",
+            "--crop",
+            "16",
+            "--csv",
+            &csv,
+        ];
+        args.extend_from_slice(extra);
+        nadb(&args)
+    };
+    assert_error(
+        &eval(&[]),
+        &[&format!(
+            "--csv {}: already exists (pass --force to replace it)",
+            d("table.csv")
+        )],
+    );
+    assert_eq!(std::fs::read_to_string(d("table.csv")).unwrap(), "mine");
+    let forced = eval(&["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(std::fs::read_to_string(d("table.csv"))
+        .unwrap()
+        .starts_with("task,"));
+    let missing = d("nowhere/table.csv");
+    let out = nadb(&[
+        "eval",
+        "--data",
+        &d("val"),
+        "--task",
+        "sr4-pool",
+        "--methods",
+        "input",
+        "--csv",
+        &missing,
+    ]);
+    assert_error(&out, &["--csv", "nowhere does not exist"]);
+
+    let out = nadb(&[
+        "diagnose",
+        "--data",
+        &d("val"),
+        "--task",
+        "sr4-pool",
+        "--crop",
+        "16",
+        "--batch",
+        "1",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "-o",
+        &d("diag"),
+    ]);
+    assert_error(
+        &out,
+        &[&format!(
+            "-o {}: already exists (pass --force to replace it)",
+            d("diag.png")
+        )],
+    );
+    assert_eq!(std::fs::read_to_string(d("diag.png")).unwrap(), "mine too");
+    assert!(!dir.path().join("diag.csv").exists());
+}
+
+#[test]
+fn misleading_messages_now_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ck = checkpoint(dir.path());
+    write_image(&dir.path().join("in/x.png"), 20, 1);
+    assert_error(
+        &nadb(&["info", dir.path().to_str().unwrap()]),
+        &[&format!(
+            "checkpoint {}: is a folder, not a checkpoint file",
+            dir.path().display()
+        )],
+    );
+    std::fs::write(d("a-file"), b"").unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--task",
+            "sr4-pool",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        nadb(&args)
+    };
+    let x = d("in/x.png");
+    assert_error(
+        &restore(&[&x, "-o", &d("a-file")]),
+        &[&format!(
+            "{}: is a file; -o names the output folder",
+            d("a-file")
+        )],
+    );
+    // The NFE is the flag's fault, found before any work, not an output's.
+    assert_error(
+        &restore(&[&x, "-o", &d("out"), "--nfe", "0"]),
+        &["error: --nfe 0: NFE must be between 1 and 1000, got 0"],
+    );
+    assert!(!dir.path().join("out/x.png").exists());
+    let help = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args(["restore", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!(
+            "The degradation: {}",
+            nadb::degrade::TASK_NAMES.join(", ")
+        )),
+        "{help}"
+    );
+}
