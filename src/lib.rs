@@ -31,6 +31,7 @@ pub mod restore;
 pub mod rng;
 pub mod tensor;
 pub mod train;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use tensor::Tensor;

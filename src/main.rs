@@ -289,7 +289,9 @@ struct RestoreArgs {
     /// Network evaluations per image.
     #[arg(long, default_value_t = 10)]
     nfe: usize,
-    /// Bridge checkpoint [default: weights/TASK-nadb.safetensors].
+    /// Bridge checkpoint [default: the shipped TASK-nadb.safetensors, looked
+    /// for in ./weights, $NADB_WEIGHTS, weights/ beside the executable and
+    /// in the crate's folder].
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Mean network checkpoint [default: the one recorded at training].
@@ -746,10 +748,10 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
         "jpg" | "jpeg" => "jpg",
         other => bail!("unknown --format '{other}' (png or jpg)"),
     };
-    let checkpoint = a
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| shipped(task, "nadb"));
+    let checkpoint = match &a.checkpoint {
+        Some(c) => c.clone(),
+        None => shipped(task, "nadb")?,
+    };
     let outputs = output_paths(&a.inputs, a.out.as_deref(), Some(ext))?;
     if let Some(dir) = &a.out {
         output_dir(dir)?;
@@ -884,9 +886,18 @@ fn print_profile(r: &Restorer, nfe: usize, images: usize, seconds: f64, before: 
     }
 }
 
-/// Where the shipped weights of a task live.
-fn shipped(task: Task, what: &str) -> PathBuf {
-    PathBuf::from(format!("weights/{task}-{what}.safetensors"))
+/// The shipped weights of a task (see `nadb::weights` for where they are
+/// looked for).
+fn shipped(task: Task, what: &str) -> Result<PathBuf> {
+    nadb::weights::find(&format!("{task}-{what}.safetensors"))
+}
+
+/// `shipped`, or where it would be in the current folder: eval names
+/// every method's default, used or not, and a used one that is missing
+/// fails when it is opened.
+fn shipped_or_here(task: Task, what: &str) -> PathBuf {
+    shipped(task, what)
+        .unwrap_or_else(|_| PathBuf::from(format!("weights/{task}-{what}.safetensors")))
 }
 
 fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
@@ -903,7 +914,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
     }
     for m in Method::ALL {
         if !checkpoints.iter().any(|(c, _)| *c == m) {
-            checkpoints.push((m, shipped(task, m.name())));
+            checkpoints.push((m, shipped_or_here(task, m.name())));
         }
     }
     let plan = EvalPlan {
@@ -916,7 +927,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         mean_checkpoint: Some(
             a.mean_checkpoint
                 .clone()
-                .unwrap_or_else(|| shipped(task, "mean")),
+                .unwrap_or_else(|| shipped_or_here(task, "mean")),
         ),
         crop: a.crop,
         seed: a.seed,

@@ -76,7 +76,8 @@ impl Restorer {
             );
         }
         let mean = if method.uses_mean() {
-            let recorded = state.settings.mean_checkpoint.clone();
+            let recorded = state.settings.mean_checkpoint.as_deref();
+            let recorded = recorded.map(|m| crate::weights::recorded_beside(m, path));
             let Some(mp) = mean_path.map(Path::to_path_buf).or(recorded) else {
                 bail!("method {method} needs its mean network: pass --mean-checkpoint");
             };

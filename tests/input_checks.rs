@@ -679,3 +679,60 @@ fn misleading_messages_now_say_what_is_wrong() {
         "{help}"
     );
 }
+
+#[test]
+fn shipped_weights_are_found_from_any_folder_and_a_miss_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_image(&dir.path().join("x.png"), 20, 1);
+    let restore = |task: &str, weights: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nadb"));
+        c.current_dir(dir.path()).env_remove("NADB_WEIGHTS");
+        if let Some(w) = weights {
+            c.env("NADB_WEIGHTS", w);
+        }
+        // NFE 0 is refused right after the networks load: no restoring.
+        c.args([
+            "restore",
+            "--task",
+            task,
+            "--nfe",
+            "0",
+            &d("x.png"),
+            "-o",
+            &d("out"),
+        ])
+        .output()
+        .unwrap()
+    };
+    // From a folder without weights/: the crate's own, and the mean
+    // network it recorded as weights/... found beside it.
+    assert_error(
+        &restore("sr4-bicubic", None),
+        &["--nfe 0: NFE must be between 1 and 1000"],
+    );
+    // NADB_WEIGHTS comes before the crate's folder.
+    std::fs::create_dir_all(d("w")).unwrap();
+    std::fs::write(d("w/sr4-bicubic-nadb.safetensors"), b"junk").unwrap();
+    assert_error(
+        &restore("sr4-bicubic", Some(&d("w"))),
+        &[&format!(
+            "checkpoint {}: truncated",
+            d("w/sr4-bicubic-nadb.safetensors")
+        )],
+    );
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_nadb")).parent().unwrap();
+    assert_error(
+        &restore("jpeg5", Some(&d("w"))),
+        &[&format!(
+            "no shipped weights jpeg5-nadb.safetensors: looked in weights (the current folder), \
+             {} (NADB_WEIGHTS), {} (beside the executable), {} (the crate's folder); \
+             pass --checkpoint, or set NADB_WEIGHTS to the folder that holds them",
+            d("w"),
+            exe_dir.join("weights").display(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("weights")
+                .display()
+        )],
+    );
+}
