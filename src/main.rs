@@ -18,6 +18,7 @@ use nadb::{bail, Error, Result, Tensor};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -715,6 +716,16 @@ fn train_cmd(
     let first_step = trainer.step;
     trainer.deadline = a.minutes.map(|m| start + Duration::from_secs_f64(m * 60.0));
     trainer.detect_anomaly = a.detect_anomaly;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    trainer.interrupt = Some(interrupt.clone());
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130); // the second one: now
+        }
+        eprintln!("\ninterrupted: saving at the end of this step (again to quit without saving)");
+    })
+    .map_err(|e| Error(format!("cannot install the Ctrl-C handler: {e}")))?;
     trainer.run(data, a.steps, &a.out, a.save_every, |p| {
         let msg = format!("loss {:.5} {:.1} img/s", p.loss, p.images_per_second);
         match &bar {
@@ -736,6 +747,14 @@ fn train_cmd(
     })?;
     if let Some(bar) = bar {
         bar.finish();
+    }
+    if interrupt.load(Ordering::SeqCst) {
+        eprintln!(
+            "interrupted: saved {} at step {} (continue with --resume)",
+            a.out.display(),
+            trainer.step
+        );
+        std::process::exit(130);
     }
     eprintln!("saved {} at step {}", a.out.display(), trainer.step);
     Ok(())

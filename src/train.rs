@@ -23,6 +23,7 @@ use crate::rng::{uniform_u32, Stream};
 use crate::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,6 +218,8 @@ pub struct Trainer {
     pub deadline: Option<Instant>,
     /// Check every op's output and gradient for NaN/infinity (slower).
     pub detect_anomaly: bool,
+    /// Set (by a signal handler) to stop, and save, after the current step.
+    pub interrupt: Option<Arc<AtomicBool>>,
     mean: Option<Unet>,
     /// Set by `to_device` for a GPU run: the device copies and the flat
     /// optimizer that owns the f32 master weights there. `net`, `ema` and
@@ -312,6 +315,7 @@ impl Trainer {
             step: 0,
             deadline: None,
             detect_anomaly: false,
+            interrupt: None,
             mean,
             gpu: None,
         })
@@ -355,6 +359,7 @@ impl Trainer {
             step: state.step,
             deadline: None,
             detect_anomaly: false,
+            interrupt: None,
             mean,
             gpu: None,
         })
@@ -543,8 +548,8 @@ impl Trainer {
         Ok(loss_value)
     }
 
-    /// Trains up to `total` steps on `data` (or until the deadline),
-    /// saving to `path` every `save_every` steps and at the end.
+    /// Trains up to `total` steps on `data` (or until the deadline or an
+    /// interrupt), saving to `path` every `save_every` steps and at the end.
     pub fn run(
         &mut self,
         data: Arc<Dataset>,
@@ -581,10 +586,15 @@ impl Trainer {
             });
             last = now;
             let out_of_time = self.deadline.is_some_and(|d| now >= d);
-            if self.step.is_multiple_of(save_every.max(1)) || self.step == total || out_of_time {
+            let interrupted = self
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst));
+            let stop = out_of_time || interrupted;
+            if self.step.is_multiple_of(save_every.max(1)) || self.step == total || stop {
                 self.save(path)?;
             }
-            if out_of_time {
+            if stop {
                 break;
             }
         }

@@ -736,3 +736,141 @@ fn shipped_weights_are_found_from_any_folder_and_a_miss_says_where_it_looked() {
         )],
     );
 }
+
+/// The step a training checkpoint holds.
+fn step_of(path: &Path) -> u64 {
+    let ck = nadb::checkpoint::Checkpoint::open(path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(ck.training.as_deref().unwrap()).unwrap();
+    v["step"].as_u64().unwrap()
+}
+
+/// Starts a long `train` run, waits for its first logged step, then sends
+/// `signals` SIGINTs back to back; returns its output.
+fn interrupted_train(dir: &Path, out: &Path, signals: usize) -> Output {
+    use std::io::{BufRead, BufReader};
+    let data = dir.join("data");
+    write_image(&data.join("a.png"), 64, 0);
+    // Steps long enough (batch 8 of 64x64) that two signals sent back to
+    // back land within one.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args([
+            "train",
+            "--method",
+            "nadb-nomean",
+            "--task",
+            "sr4-pool",
+            "--config",
+            "tiny",
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--crop",
+            "64",
+            "--batch",
+            "8",
+        ])
+        .args([
+            "--steps",
+            "100000",
+            "--save-every",
+            "100000",
+            "--log-every",
+            "1",
+        ])
+        .args(["-o", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("step 2/") {
+        assert!(
+            stderr.read_line(&mut seen).unwrap() > 0,
+            "ended early: {seen}"
+        );
+    }
+    for _ in 0..signals {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: (seen + &rest).into_bytes(),
+    }
+}
+
+#[test]
+fn ctrl_c_in_train_saves_the_current_step_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let r = interrupted_train(dir.path(), &out, 1);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(130), "{err}");
+    // No periodic save was due: the checkpoint is the interrupt's, at the
+    // step it names, past the step logged before the signal.
+    let step = step_of(&out);
+    assert!(step >= 2, "{step}");
+    let last = err.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "interrupted: saved {} at step {step} (continue with --resume)",
+            out.display()
+        )
+    );
+    // It resumes from there.
+    let resumed = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args([
+            "train",
+            "--method",
+            "nadb-nomean",
+            "--task",
+            "sr4-pool",
+            "--config",
+            "tiny",
+        ])
+        .args([
+            "--data",
+            dir.path().join("data").to_str().unwrap(),
+            "--crop",
+            "64",
+        ])
+        .args([
+            "--batch",
+            "8",
+            "--steps",
+            &(step + 1).to_string(),
+            "--resume",
+        ])
+        .args(["-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(step_of(&out), step + 1);
+}
+
+#[test]
+fn a_second_ctrl_c_in_train_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let r = interrupted_train(dir.path(), &out, 2);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(130), "{err}");
+    assert!(!err.contains("interrupted: saved"), "{err}");
+    // Whether or not the first one's save got in, what is there is whole.
+    if out.exists() {
+        assert!(step_of(&out) >= 2);
+    }
+}
