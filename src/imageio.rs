@@ -1,5 +1,11 @@
 //! Images in and out: PNG and JPEG files to `[1, h, w, 3]` tensors in
 //! [-1, 1] and back. Errors name the file; outputs are written atomically.
+//!
+//! The networks see RGB; what else a file holds travels beside the pixels
+//! (`Layout`) and is written back: greyscale stays greyscale (the three
+//! restored channels averaged), 16-bit stays 16-bit (read and written at
+//! full precision), an alpha channel is carried through unchanged. EXIF
+//! orientation is applied on reading, as viewers show the picture.
 
 use crate::atomic::write_file;
 use crate::bail;
@@ -7,7 +13,11 @@ use crate::error::{Error, Result};
 use crate::metrics::to_u8;
 use crate::tensor::Tensor;
 use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+use image::metadata::Orientation;
+use image::{
+    DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageError, ImageFormat, ImageReader,
+    Limits, RgbImage,
+};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -91,10 +101,11 @@ fn png_complete(b: &[u8]) -> bool {
     false
 }
 
-/// Decodes a PNG or JPEG file. The header is checked before any pixel is
-/// decoded (size, the file's completeness), so a hostile or broken file
-/// costs no more than reading it.
-pub fn decode(path: &Path) -> Result<DynamicImage> {
+/// Decodes a PNG or JPEG file, upright: its EXIF orientation (returned
+/// when there was one to apply) is applied. The header is checked before
+/// any pixel is decoded (size, the file's completeness), so a hostile or
+/// broken file costs no more than reading it.
+pub fn decode(path: &Path) -> Result<(DynamicImage, Option<Orientation>)> {
     let p = path.display();
     let bytes = std::fs::read(path).map_err(|e| Error(format!("{p}: cannot read: {e}")))?;
     let unreadable = |e: ImageError| match e {
@@ -141,12 +152,98 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8 + (64 << 20));
     decoder.set_limits(limits).map_err(unreadable)?;
-    DynamicImage::from_decoder(decoder).map_err(unreadable)
+    // An unreadable EXIF block is no reason to refuse the pixels.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    if orientation == Orientation::NoTransforms {
+        return Ok((img, None));
+    }
+    img.apply_orientation(orientation);
+    Ok((img, Some(orientation)))
 }
 
-/// Decodes an image file to 8-bit RGB.
+/// Decodes an image file to 8-bit RGB, upright.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    Ok(decode(path)?.to_rgb8())
+    Ok(decode(path)?.0.to_rgb8())
+}
+
+/// How an input was stored beyond its RGB pixels; an output is written
+/// the same way. The default is 8-bit RGB.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Layout {
+    /// One channel: restored as RGB, written back as grey.
+    pub grey: bool,
+    /// 16 bits per channel.
+    pub sixteen: bool,
+    /// The alpha channel, 16-bit (8-bit values times 257), row-major.
+    pub alpha: Option<Vec<u16>>,
+}
+
+impl Layout {
+    /// Refuses an output format that cannot hold this layout, before any
+    /// work: a JPEG has no alpha channel.
+    pub fn check_output(&self, input: &Path, output: &Path) -> Result<()> {
+        if self.alpha.is_some() && output_format(output)? == ImageFormat::Jpeg {
+            bail!(
+                "{}: has an alpha channel, which a JPEG ({}) cannot hold: write PNG (--format png)",
+                input.display(),
+                output.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A decoded input: its RGB pixels `[1, h, w, 3]` in [-1, 1], its layout,
+/// and what was done to read it (for the log).
+pub struct Picture {
+    pub pixels: Tensor,
+    pub layout: Layout,
+    pub notes: Vec<String>,
+}
+
+/// Reads an image as the networks see it, with what is needed to write a
+/// result back the same way.
+pub fn load_picture(path: &Path) -> Result<Picture> {
+    let (img, orientation) = decode(path)?;
+    let color = img.color();
+    let layout = Layout {
+        grey: !color.has_color(),
+        sixteen: color.bytes_per_pixel() / color.channel_count() > 1,
+        alpha: color
+            .has_alpha()
+            .then(|| img.to_luma_alpha16().pixels().map(|p| p.0[1]).collect()),
+    };
+    let mut notes = Vec::new();
+    if let Some(o) = orientation {
+        notes.push(format!("EXIF orientation {o:?} applied"));
+    }
+    if layout.grey {
+        notes.push("greyscale: restored as RGB, written back as grey".to_string());
+    }
+    if layout.sixteen {
+        notes.push("16-bit: read at full precision, written back as 16-bit PNG".to_string());
+    }
+    if layout.alpha.is_some() {
+        notes.push("alpha channel carried through unchanged".to_string());
+    }
+    let pixels = if layout.sixteen {
+        let rgb = img.to_rgb16();
+        let (w, h) = rgb.dimensions();
+        let data = rgb
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 / 32767.5 - 1.0)
+            .collect();
+        Tensor::from_vec(&[1, h as usize, w as usize, 3], data)
+    } else {
+        rgb_to_tensor(&img.to_rgb8())
+    };
+    Ok(Picture {
+        pixels,
+        layout,
+        notes,
+    })
 }
 
 /// An 8-bit level to [-1, 1].
@@ -161,8 +258,9 @@ pub fn rgb_to_tensor(img: &RgbImage) -> Tensor {
     Tensor::from_vec(&[1, h as usize, w as usize, 3], data)
 }
 
+/// An image's RGB pixels `[1, h, w, 3]` in [-1, 1].
 pub fn load_image(path: &Path) -> Result<Tensor> {
-    Ok(rgb_to_tensor(&read_rgb(path)?))
+    Ok(load_picture(path)?.pixels)
 }
 
 /// The output format a path's extension asks for.
@@ -182,18 +280,63 @@ pub fn output_format(path: &Path) -> Result<ImageFormat> {
 /// Writes image `index` of an NHWC batch in [-1, 1] (clamped and rounded to
 /// 8 bits), as PNG or JPEG by the extension, atomically, replacing `path`.
 pub fn save_image(path: &Path, batch: &Tensor, index: usize) -> Result<()> {
-    save_output(path, batch, index, true)
+    save_output(path, batch, index, &Layout::default(), true)
 }
 
-/// `save_image`, replacing an existing `path` only if `replace` (a
-/// command's output without `--force` must not replace anything).
-pub fn save_output(path: &Path, batch: &Tensor, index: usize, replace: bool) -> Result<()> {
+/// Writes image `index` of an NHWC batch in [-1, 1] in `layout` (clamped
+/// and rounded to 8 or 16 bits; JPEG is 8-bit), as PNG or JPEG by the
+/// extension, atomically, replacing an existing `path` only if `replace`
+/// (a command's output without `--force` must not replace anything).
+pub fn save_output(
+    path: &Path,
+    batch: &Tensor,
+    index: usize,
+    layout: &Layout,
+    replace: bool,
+) -> Result<()> {
     let format = output_format(path)?;
     let (_, h, w, c) = batch.nhwc();
     assert_eq!(c, 3, "images are RGB");
-    let image_len = h * w * c;
-    let pixels = to_u8(&batch.data()[index * image_len..][..image_len]);
-    let img = RgbImage::from_raw(w as u32, h as u32, pixels).expect("buffer matches the size");
+    let (w, h) = (w as u32, h as u32);
+    let rgb = &batch.data()[index * (h * w) as usize * 3..][..(h * w) as usize * 3];
+    // Grey: the network's three channels averaged into one.
+    let values: Vec<f32> = match layout.grey {
+        true => rgb
+            .chunks_exact(3)
+            .map(|p| (p[0] + p[1] + p[2]) / 3.0)
+            .collect(),
+        false => rgb.to_vec(),
+    };
+    let sixteen = layout.sixteen && format == ImageFormat::Png;
+    let img = match (sixteen, &layout.alpha) {
+        (false, None) => {
+            let px = to_u8(&values);
+            match layout.grey {
+                true => GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8),
+                false => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
+            }
+        }
+        (true, None) => {
+            let px = to_u16(&values);
+            match layout.grey {
+                true => ImageBuffer::from_raw(w, h, px).map(DynamicImage::ImageLuma16),
+                false => ImageBuffer::from_raw(w, h, px).map(DynamicImage::ImageRgb16),
+            }
+        }
+        (_, Some(alpha)) => {
+            let px = with_alpha(to_u16(&values), alpha, 1 + 2 * usize::from(!layout.grey));
+            let img = match layout.grey {
+                true => ImageBuffer::from_raw(w, h, px).map(DynamicImage::ImageLumaA16),
+                false => ImageBuffer::from_raw(w, h, px).map(DynamicImage::ImageRgba16),
+            };
+            match sixteen {
+                true => img,
+                false if layout.grey => img.map(|i| DynamicImage::ImageLumaA8(i.to_luma_alpha8())),
+                false => img.map(|i| DynamicImage::ImageRgba8(i.to_rgba8())),
+            }
+        }
+    };
+    let img = img.expect("buffer matches the size");
     let mut bytes = Cursor::new(Vec::new());
     let encoded = match format {
         // Restored images are the product: the encoder's default quality
@@ -203,4 +346,20 @@ pub fn save_output(path: &Path, batch: &Tensor, index: usize, replace: bool) -> 
     };
     encoded.map_err(|e| Error(format!("{}: cannot encode: {e}", path.display())))?;
     write_file(path, bytes.get_ref(), replace)
+}
+
+/// [-1, 1] to 16-bit levels.
+fn to_u16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&v| ((v + 1.0) * 32767.5).clamp(0.0, 65535.0).round() as u16)
+        .collect()
+}
+
+/// Interleaves `alpha` after every `channels` colour values.
+fn with_alpha(colour: Vec<u16>, alpha: &[u16], channels: usize) -> Vec<u16> {
+    colour
+        .chunks_exact(channels)
+        .zip(alpha)
+        .flat_map(|(c, &a)| c.iter().copied().chain([a]))
+        .collect()
 }

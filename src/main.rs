@@ -10,7 +10,7 @@ use nadb::degrade::{degrade, Task, TASK_NAMES};
 use nadb::device::{Device, DeviceChoice, Precision};
 use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
-use nadb::imageio::{load_image, save_output};
+use nadb::imageio::{load_picture, save_output, Layout, Picture};
 use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
 use nadb::restore::Restorer;
 use nadb::train::{Role, RunSettings, Trainer};
@@ -600,6 +600,19 @@ fn failures(mut failed: Vec<Error>, inputs: usize, done: &str) -> Result<()> {
     }
 }
 
+/// Reads `input` for `output` once the output is checked (see
+/// `check_output`, `Layout::check_output`), saying on stderr what reading
+/// it involved (orientation, grey, 16-bit, alpha).
+fn read_input(input: &Path, output: &Path, inputs: &[PathBuf], force: bool) -> Result<Picture> {
+    check_output(output, inputs, force)?;
+    let picture = load_picture(input)?;
+    picture.layout.check_output(input, output)?;
+    for note in &picture.notes {
+        eprintln!("{}: {note}", input.display());
+    }
+    Ok(picture)
+}
+
 fn degrade_cmd(a: DegradeArgs) -> Result<()> {
     let task: Task = a.task.parse()?;
     // Each output keeps its input's format (a JPEG degraded by JPEG stays one).
@@ -613,12 +626,12 @@ fn degrade_cmd(a: DegradeArgs) -> Result<()> {
     let mut failed = Vec::new();
     for (k, (input, path)) in a.inputs.iter().zip(&outputs).enumerate() {
         let raw = raw.as_ref().map(|r| &r[k]);
-        let done = check_output(path, &a.inputs, a.force)
-            .and_then(|()| raw.map_or(Ok(()), |r| check_output(r, &a.inputs, a.force)))
-            .and_then(|()| load_image(input))
-            .and_then(|x| degrade(task, &x))
-            .and_then(|y| {
-                save_output(path, &y, 0, a.force)?;
+        let done = raw
+            .map_or(Ok(()), |r| check_output(r, &a.inputs, a.force))
+            .and_then(|()| read_input(input, path, &a.inputs, a.force))
+            .and_then(|p| {
+                let y = degrade(task, &p.pixels)?;
+                save_output(path, &y, 0, &p.layout, a.force)?;
                 println!("{} -> {}", input.display(), path.display());
                 if let Some(raw) = raw {
                     checkpoint::write_tensors(raw, &[("x", &y)])?;
@@ -785,18 +798,21 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
     // A bad input (unreadable, not an image, an existing output) fails
     // alone: the others are restored, the failures listed at the end.
     let mut failed: Vec<Error> = Vec::new();
-    // ((input, output), image) of one size, restored together.
-    let mut pending: Vec<((&Path, PathBuf), Tensor)> = Vec::new();
+    // ((input, output, layout), image) of one size, restored together.
+    let mut pending: Vec<(Job, Tensor)> = Vec::new();
     for (input, out) in a.inputs.iter().zip(outputs) {
-        let job = check_output(&out, &a.inputs, a.force).and_then(|()| load_image(input));
-        match job {
+        match read_input(input, &out, &a.inputs, a.force) {
             Err(e) => failed.push(e),
-            Ok(x) => {
+            Ok(Picture { pixels, layout, .. }) => {
                 let full = pending.len() == a.batch.max(1);
-                if full || pending.first().is_some_and(|(_, p)| p.shape() != x.shape()) {
+                if full
+                    || pending
+                        .first()
+                        .is_some_and(|(_, p)| p.shape() != pixels.shape())
+                {
                     restore_batch(&restorer, &mut pending, &a, &mut failed);
                 }
-                pending.push(((input, out), x));
+                pending.push(((input, out, layout), pixels));
             }
         }
     }
@@ -804,11 +820,14 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
     failures(failed, a.inputs.len(), "restored")
 }
 
+/// An image to restore: its input, output and layout.
+type Job<'a> = (&'a Path, PathBuf, Layout);
+
 /// Restores and writes the pending images (one size), then empties the
 /// list; a failure is recorded for each image of the batch.
 fn restore_batch(
     r: &Restorer,
-    pending: &mut Vec<((&Path, PathBuf), Tensor)>,
+    pending: &mut Vec<(Job, Tensor)>,
     a: &RestoreArgs,
     failed: &mut Vec<Error>,
 ) {
@@ -818,7 +837,7 @@ fn restore_batch(
         failed.extend(
             paths
                 .iter()
-                .map(|(input, _)| Error(format!("{}: {e}", input.display()))),
+                .map(|(input, ..)| Error(format!("{}: {e}", input.display()))),
         )
     };
     let Some(first) = images.first() else {
@@ -858,8 +877,8 @@ fn restore_batch(
     }
     match result {
         Ok(out) => {
-            for (i, (_, path)) in paths.iter().enumerate() {
-                match save_output(path, &out, i, a.force) {
+            for (i, (_, path, layout)) in paths.iter().enumerate() {
+                match save_output(path, &out, i, layout, a.force) {
                     Ok(()) => println!("{}", path.display()),
                     Err(e) => failed.push(e),
                 }

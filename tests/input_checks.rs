@@ -874,3 +874,130 @@ fn a_second_ctrl_c_in_train_exits_at_once() {
         assert!(step_of(&out) >= 2);
     }
 }
+
+/// A JPEG of a 32x16 picture whose left quarter is white, with an EXIF
+/// block saying "rotate 90 degrees clockwise to view" (orientation 6).
+fn jpeg_with_orientation_6(path: &Path) {
+    let img = image::RgbImage::from_fn(32, 16, |x, _| {
+        image::Rgb(if x < 8 { [255; 3] } else { [0; 3] })
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode_image(&img)
+        .unwrap();
+    let mut app1 = vec![0xFF, 0xE1, 0, 34];
+    app1.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08");
+    app1.extend_from_slice(&[0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+    jpeg.splice(2..2, app1);
+    std::fs::write(path, jpeg).unwrap();
+}
+
+#[test]
+fn exif_orientation_is_applied_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    jpeg_with_orientation_6(&dir.path().join("side.jpg"));
+    let p = nadb::imageio::load_picture(&dir.path().join("side.jpg")).unwrap();
+    // Upright: 16 wide, 32 high, the white quarter now on top.
+    assert_eq!(p.pixels.shape(), &[1, 32, 16, 3]);
+    let row_mean = |y: usize| p.pixels.data()[y * 48..][..48].iter().sum::<f32>() / 48.0;
+    assert!(
+        row_mean(2) > 0.9 && row_mean(29) < -0.9,
+        "{} {}",
+        row_mean(2),
+        row_mean(29)
+    );
+    assert_eq!(p.notes, ["EXIF orientation Rotate90 applied"]);
+    let out = nadb(&[
+        "degrade",
+        "--task",
+        "sr4-pool",
+        &d("side.jpg"),
+        "-o",
+        &d("out"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{}: EXIF orientation Rotate90 applied\n", d("side.jpg"))
+    );
+    let written = image::open(d("out/side.jpg")).unwrap();
+    assert_eq!((written.width(), written.height()), (16, 32));
+}
+
+#[test]
+fn grey_sixteen_bit_and_alpha_are_written_back_as_they_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::create_dir_all(d("in")).unwrap();
+    image::GrayImage::from_fn(20, 20, |x, y| image::Luma([(x * 12 + y) as u8]))
+        .save(d("in/grey.png"))
+        .unwrap();
+    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(20, 20, |x, y| {
+        image::Rgb([(x * 3000 + 7) as u16, (y * 3000 + 1) as u16, 40_001])
+    });
+    deep.save(d("in/deep.png")).unwrap();
+    let see_through = image::RgbaImage::from_fn(20, 20, |x, y| {
+        image::Rgba([(x * 10) as u8, (y * 10) as u8, 90, (x * 12 + y) as u8])
+    });
+    see_through.save(d("in/alpha.png")).unwrap();
+
+    // 16 bits are read at full precision.
+    let p = nadb::imageio::load_picture(Path::new(&d("in/deep.png"))).unwrap();
+    assert_eq!(p.pixels.data()[3], 3007.0 / 32767.5 - 1.0);
+    assert!(p.layout.sixteen && !p.layout.grey && p.layout.alpha.is_none());
+
+    let ck = checkpoint(dir.path());
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--task",
+            "sr4-pool",
+            "--nfe",
+            "1",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        nadb(&args)
+    };
+    let (grey, deep_in, alpha) = (d("in/grey.png"), d("in/deep.png"), d("in/alpha.png"));
+    let out = restore(&[&grey, &deep_in, &alpha, "-o", &d("out")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for (file, note) in [
+        (&grey, "greyscale: restored as RGB, written back as grey"),
+        (
+            &deep_in,
+            "16-bit: read at full precision, written back as 16-bit PNG",
+        ),
+        (&alpha, "alpha channel carried through unchanged"),
+    ] {
+        assert!(err.contains(&format!("{file}: {note}\n")), "{err}");
+    }
+    let grey_out = image::open(d("out/grey.png")).unwrap();
+    assert_eq!(grey_out.color(), image::ColorType::L8);
+    assert_eq!(
+        image::open(d("out/deep.png")).unwrap().color(),
+        image::ColorType::Rgb16
+    );
+    let alpha_out = image::open(d("out/alpha.png")).unwrap();
+    assert_eq!(alpha_out.color(), image::ColorType::Rgba8);
+    let alphas = |img: &image::RgbaImage| img.pixels().map(|p| p.0[3]).collect::<Vec<u8>>();
+    assert_eq!(alphas(&alpha_out.to_rgba8()), alphas(&see_through));
+
+    // JPEG cannot hold alpha: refused before any work, naming the file.
+    let out = restore(&[&alpha, "-o", &d("jpg"), "--format", "jpg"]);
+    assert_last_error(
+        &out,
+        &[&format!(
+            "{alpha}: has an alpha channel, which a JPEG ({}) cannot hold: write PNG (--format png)",
+            d("jpg/alpha.jpg")
+        )],
+    );
+    assert!(!dir.path().join("jpg/alpha.jpg").exists());
+}
