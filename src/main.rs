@@ -12,9 +12,10 @@ use nadb::diagnose;
 use nadb::eval::{self, evaluate, EvalPlan};
 use nadb::imageio::{load_picture, save_output, Layout, Picture};
 use nadb::nn::{forward_flops, param_count, param_specs, UnetConfig, CONFIG_NAMES};
-use nadb::restore::Restorer;
+use nadb::restore::{Restorer, TileProgress};
 use nadb::train::{Role, RunSettings, Trainer};
 use nadb::{bail, Error, Result, Tensor};
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -800,6 +801,7 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
     let mut failed: Vec<Error> = Vec::new();
     // ((input, output, layout), image) of one size, restored together.
     let mut pending: Vec<(Job, Tensor)> = Vec::new();
+    let progress = RestoreProgress::new(a.inputs.len());
     for (input, out) in a.inputs.iter().zip(outputs) {
         match read_input(input, &out, &a.inputs, a.force) {
             Err(e) => failed.push(e),
@@ -810,18 +812,48 @@ fn restore_cmd(a: RestoreArgs, device: Device, device_line: &str) -> Result<()> 
                         .first()
                         .is_some_and(|(_, p)| p.shape() != pixels.shape())
                 {
-                    restore_batch(&restorer, &mut pending, &a, &mut failed);
+                    restore_batch(&restorer, &mut pending, &a, &mut failed, &progress);
                 }
                 pending.push(((input, out, layout), pixels));
             }
         }
     }
-    restore_batch(&restorer, &mut pending, &a, &mut failed);
+    restore_batch(&restorer, &mut pending, &a, &mut failed, &progress);
     failures(failed, a.inputs.len(), "restored")
 }
 
 /// An image to restore: its input, output and layout.
 type Job<'a> = (&'a Path, PathBuf, Layout);
+
+/// The progress line of a restore run: nothing in its first seconds (a
+/// quick run says no more than before), then a line at most every few
+/// seconds, as each batch starts and each tile of a large image ends.
+struct RestoreProgress {
+    images: usize,
+    /// Images handed to the restorer so far.
+    started: Cell<usize>,
+    next_line: Cell<Instant>,
+}
+
+impl RestoreProgress {
+    const EVERY: Duration = Duration::from_secs(3);
+
+    fn new(images: usize) -> RestoreProgress {
+        RestoreProgress {
+            images,
+            started: Cell::new(0),
+            next_line: Cell::new(Instant::now() + Self::EVERY),
+        }
+    }
+
+    fn say(&self, what: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if now >= self.next_line.get() {
+            eprintln!("restoring {}", what());
+            self.next_line.set(now + Self::EVERY);
+        }
+    }
+}
 
 /// Restores and writes the pending images (one size), then empties the
 /// list; a failure is recorded for each image of the batch.
@@ -830,6 +862,7 @@ fn restore_batch(
     pending: &mut Vec<(Job, Tensor)>,
     a: &RestoreArgs,
     failed: &mut Vec<Error>,
+    progress: &RestoreProgress,
 ) {
     let (paths, mut images): (Vec<_>, Vec<Tensor>) = pending.drain(..).unzip();
     // A failure to restore is the input's; a failure to write, the output's.
@@ -856,7 +889,25 @@ fn restore_batch(
         ),
     };
     drop(images);
-    let restore = || r.restore_within(&batch, a.nfe, a.seed, a.max_memory << 20);
+    let (first, n, total) = (progress.started.get(), paths.len(), progress.images);
+    progress.started.set(first + n);
+    let restore = || {
+        progress.say(|| match n {
+            1 => format!("image {} of {total}", first + 1),
+            n => format!("images {}-{} of {total}", first + 1, first + n),
+        });
+        let mut tile_done = |t: TileProgress| {
+            progress.say(|| {
+                format!(
+                    "image {} of {total}, tile {} of {}",
+                    first + t.image + 1,
+                    t.tile,
+                    t.tiles
+                )
+            })
+        };
+        r.restore_reporting(&batch, a.nfe, a.seed, a.max_memory << 20, &mut tile_done)
+    };
     if a.profile {
         let start = Instant::now();
         if let Err(e) = restore() {

@@ -200,6 +200,19 @@ impl Restorer {
         seed: u64,
         budget: u64,
     ) -> Result<Tensor> {
+        self.restore_reporting(degraded, nfe, seed, budget, &mut |_| {})
+    }
+
+    /// `restore_within`, calling `progress` after each tile of a tiled
+    /// restoration (for a progress line).
+    pub fn restore_reporting(
+        &self,
+        degraded: &Tensor,
+        nfe: usize,
+        seed: u64,
+        budget: u64,
+        progress: &mut dyn FnMut(TileProgress),
+    ) -> Result<Tensor> {
         let (n, h, w, c) = degraded.nhwc();
         if self.peak_bytes(n, h, w) <= budget {
             return self.restore(degraded, nfe, seed);
@@ -207,12 +220,28 @@ impl Restorer {
         let whole_image_buffers = 4 * (2 * h * w * c + h * w) as u64;
         let tile = self.tile_side(budget.saturating_sub(whole_image_buffers), h, w)?;
         if n == 1 {
-            return self.restore_tiled(degraded, nfe, seed, tile);
+            return self.restore_tiled(degraded, nfe, seed, tile, &mut |t, m| {
+                progress(TileProgress {
+                    image: 0,
+                    tile: t,
+                    tiles: m,
+                })
+            });
         }
         let mut out = Vec::with_capacity(degraded.numel());
         for i in 0..n {
             let image = crop_batch_item(degraded, i);
-            out.extend(self.restore_tiled(&image, nfe, seed, tile)?.into_vec());
+            let mut report = |t, m| {
+                progress(TileProgress {
+                    image: i,
+                    tile: t,
+                    tiles: m,
+                })
+            };
+            out.extend(
+                self.restore_tiled(&image, nfe, seed, tile, &mut report)?
+                    .into_vec(),
+            );
         }
         Ok(Tensor::from_vec(degraded.shape(), out))
     }
@@ -233,7 +262,15 @@ impl Restorer {
     /// One image in `tile`-sided tiles overlapping by tile/8; each output
     /// pixel is the average of its tiles weighted by linear ramps that fall
     /// to zero towards tile edges inside the image.
-    fn restore_tiled(&self, image: &Tensor, nfe: usize, seed: u64, tile: usize) -> Result<Tensor> {
+    /// `done(j, m)` follows tile j (from 1) of m.
+    fn restore_tiled(
+        &self,
+        image: &Tensor,
+        nfe: usize,
+        seed: u64,
+        tile: usize,
+        done: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
         let (_, h, w, c) = image.nhwc();
         let overlap = tile / 8;
         let starts = |len: usize| -> Vec<usize> {
@@ -263,8 +300,10 @@ impl Restorer {
         let (th, tw) = (tile.min(h), tile.min(w));
         let mut acc = vec![0.0f32; h * w * c];
         let mut weight = vec![0.0f32; h * w];
-        for &y0 in &starts(h) {
-            for &x0 in &starts(w) {
+        let (ys, xs) = (starts(h), starts(w));
+        let tiles = ys.len() * xs.len();
+        for (row, &y0) in ys.iter().enumerate() {
+            for (col, &x0) in xs.iter().enumerate() {
                 let part = self.restore(&crop(image, y0, x0, th, tw), nfe, seed)?;
                 for y in 0..th {
                     let wy = ramp(y, th, y0 > 0, y0 + th < h);
@@ -278,6 +317,7 @@ impl Restorer {
                         }
                     }
                 }
+                done(row * xs.len() + col + 1, tiles);
             }
         }
         for (px, &k) in acc.chunks_mut(c).zip(&weight) {
@@ -315,6 +355,15 @@ impl Restorer {
             infer(&self.net, x, Some(t))
         })
     }
+}
+
+/// Where a tiled restoration is: tile `tile` (from 1) of `tiles` of image
+/// `image` (from 0) of the batch is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileProgress {
+    pub image: usize,
+    pub tile: usize,
+    pub tiles: usize,
 }
 
 /// Image `i` of a batch, as a batch of one.

@@ -1001,3 +1001,53 @@ fn grey_sixteen_bit_and_alpha_are_written_back_as_they_came() {
     );
     assert!(!dir.path().join("jpg/alpha.jpg").exists());
 }
+
+#[test]
+fn a_long_restoration_prints_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    write_image(&dir.path().join("in/big.png"), 320, 1);
+    let ck = checkpoint(dir.path());
+    // A memory budget that tiles the image, and enough evaluations to take
+    // well over the few seconds before the first line.
+    let start = std::time::Instant::now();
+    let out = nadb(&[
+        "restore",
+        "--task",
+        "sr4-pool",
+        "--nfe",
+        "2",
+        "--max-memory",
+        "60",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        &d("in/big.png"),
+        "-o",
+        &d("out"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("restoring "))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no progress after {:?}: {err}",
+        start.elapsed()
+    );
+    let tiles: Vec<(usize, usize)> = lines
+        .iter()
+        .map(|l| {
+            let rest = l.strip_prefix("restoring image 1 of 1, tile ").expect(l);
+            let (j, m) = rest.split_once(" of ").expect(l);
+            (j.parse().unwrap(), m.parse().unwrap())
+        })
+        .collect();
+    let m = tiles[0].1;
+    assert!(m > 1, "{err}");
+    assert!(
+        tiles.windows(2).all(|p| p[0].0 < p[1].0) && tiles.iter().all(|&(j, n)| j <= m && n == m),
+        "{err}"
+    );
+}
