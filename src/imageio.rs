@@ -20,6 +20,9 @@ use image::{
 };
 use std::io::Cursor;
 use std::path::Path;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -101,6 +104,33 @@ fn png_complete(b: &[u8]) -> bool {
     false
 }
 
+/// A JPEG's pixels (8-bit grey or RGB), refused at the first error in its
+/// scan data: missing data, a bad Huffman code, a marker out of place.
+fn decode_jpeg_strictly(bytes: &[u8], w: u32, h: u32) -> std::result::Result<DynamicImage, String> {
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    d.decode_headers().map_err(|e| e.to_string())?;
+    let grey = matches!(
+        d.input_colorspace(),
+        Some(ColorSpace::Luma | ColorSpace::LumaA)
+    );
+    let out = if grey {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    d.set_options(d.options().jpeg_set_out_colorspace(out));
+    let px = d.decode().map_err(|e| e.to_string())?;
+    let img = match grey {
+        true => GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8),
+        false => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
+    };
+    img.ok_or_else(|| "decoded size differs from the header's".to_string())
+}
+
 /// Decodes a PNG or JPEG file, upright: its EXIF orientation (returned
 /// when there was one to apply) is applied. The header is checked before
 /// any pixel is decoded (size, the file's completeness), so a hostile or
@@ -154,7 +184,11 @@ pub fn decode(path: &Path) -> Result<(DynamicImage, Option<Orientation>)> {
     decoder.set_limits(limits).map_err(unreadable)?;
     // An unreadable EXIF block is no reason to refuse the pixels.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    let mut img = match format {
+        ImageFormat::Jpeg => decode_jpeg_strictly(&bytes, w, h)
+            .map_err(|e| Error(format!("{p}: corrupt JPEG data ({e})")))?,
+        _ => DynamicImage::from_decoder(decoder).map_err(unreadable)?,
+    };
     if orientation == Orientation::NoTransforms {
         return Ok((img, None));
     }

@@ -108,6 +108,15 @@ fn truncated_and_lying_images_are_refused_naming_the_file() {
     let at = sof0(&huge) + 5;
     huge[at..at + 4].copy_from_slice(&[0x1F, 0x40, 0x1F, 0x40]);
     std::fs::write(d("huge.jpg"), &huge).unwrap();
+    // A complete file whose scan data holds codes no Huffman table has
+    // (the decoder alone would carry on with grey).
+    let mut corrupt = jpeg.clone();
+    let scan = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap() + 20;
+    // All ones (0xFF stuffed as FF 00): no code of the standard tables.
+    for pair in corrupt[scan..scan + 16].chunks_mut(2) {
+        pair.copy_from_slice(&[0xFF, 0x00]);
+    }
+    std::fs::write(d("corrupt.jpg"), &corrupt).unwrap();
     // A PNG header past the pixel budget (IHDR width and height).
     let mut wide = png.clone();
     wide[16..24].copy_from_slice(&[0, 0, 0x4E, 0x20, 0, 0, 0x4E, 0x20]);
@@ -120,6 +129,7 @@ fn truncated_and_lying_images_are_refused_naming_the_file() {
         ("cut.jpg", "truncated or corrupt"),
         ("cut.png", "truncated or corrupt"),
         ("huge.jpg", "header says 8000x8000, but"),
+        ("corrupt.jpg", "corrupt JPEG data"),
         (
             "wide.png",
             "header says 20000x20000, more than the 100 megapixels",
