@@ -311,11 +311,141 @@ fn load_checkpoint(bytes: &[u8]) {
     }
 }
 
-fn load_image_bytes(bytes: &[u8], ext: &str) {
+fn load_image_bytes(bytes: &[u8], ext: &str) -> nadb::Result<Tensor> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("f.{ext}"));
     std::fs::write(&path, bytes).unwrap();
-    let _ = load_image(&path);
+    load_image(&path)
+}
+
+/// Valid files of every layout the loader reads: (extension, bytes) for
+/// RGB, grey, 16-bit RGB and RGBA PNGs, and RGB and grey JPEGs.
+fn valid_layouts() -> Vec<(&'static str, Vec<u8>)> {
+    use image::{DynamicImage, ImageBuffer, ImageFormat};
+    let rgb = image::RgbImage::from_fn(24, 20, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 11) as u8, 77])
+    });
+    let images = [
+        ("png", DynamicImage::ImageRgb8(rgb.clone())),
+        (
+            "png",
+            DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(rgb.clone()).to_luma8()),
+        ),
+        (
+            "png",
+            DynamicImage::ImageRgb16(ImageBuffer::from_fn(24, 20, |x, y| {
+                image::Rgb([(x * 2500 + 3) as u16, (y * 3000 + 1) as u16, 999])
+            })),
+        ),
+        (
+            "png",
+            DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(rgb.clone()).to_rgba8()),
+        ),
+        ("jpg", DynamicImage::ImageRgb8(rgb.clone())),
+        (
+            "jpg",
+            DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(rgb).to_luma8()),
+        ),
+    ];
+    images
+        .into_iter()
+        .map(|(ext, img)| {
+            let format = if ext == "png" {
+                ImageFormat::Png
+            } else {
+                ImageFormat::Jpeg
+            };
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, format).unwrap();
+            (ext, bytes.into_inner())
+        })
+        .collect()
+}
+
+#[test]
+fn every_truncation_of_a_valid_image_is_refused() {
+    for (ext, bytes) in valid_layouts() {
+        assert!(
+            load_image_bytes(&bytes, ext).is_ok(),
+            "the whole {ext} file"
+        );
+        for cut in 0..bytes.len() {
+            let err = load_image_bytes(&bytes[..cut], ext);
+            assert!(
+                err.is_err(),
+                "{ext} cut to {cut} of {} bytes was read",
+                bytes.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_truncated_image_never_exits_0_at_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (ext, bytes)) in valid_layouts().into_iter().enumerate() {
+        // One cut in each part of the file: the signature, the header, the
+        // first data, the middle, the end marker.
+        for cut in [4, 20, 60, bytes.len() / 2, bytes.len() - 1] {
+            let path = dir.path().join(format!("cut{k}-{cut}.{ext}"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_nadb"))
+                .args(["degrade", "--task", "jpeg10", path.to_str().unwrap(), "-o"])
+                .arg(dir.path().join("out"))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+            assert!(
+                err.starts_with(&format!("error: {}: ", path.display())),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+        0
+    );
+}
+
+/// PNG's chunk checksum (CRC-32, ISO 3309).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A valid file with its header's width and height replaced (a JPEG's
+/// SOF0 fields are 16-bit; a PNG's IHDR 32-bit, its checksum fixed to
+/// match when `fix_crc`).
+fn with_size(ext: &str, mut bytes: Vec<u8>, w: u32, h: u32, fix_crc: bool) -> Vec<u8> {
+    if ext == "jpg" {
+        let at = bytes.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap() + 5;
+        bytes[at..at + 2].copy_from_slice(&(h as u16).to_be_bytes());
+        bytes[at + 2..at + 4].copy_from_slice(&(w as u16).to_be_bytes());
+    } else {
+        bytes[16..20].copy_from_slice(&w.to_be_bytes());
+        bytes[20..24].copy_from_slice(&h.to_be_bytes());
+        if fix_crc {
+            let crc = crc32(&bytes[12..29]);
+            bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+    bytes
+}
+
+/// Sides for header edits: small, around the minimum, large, and any.
+fn side() -> impl Strategy<Value = u32> {
+    prop_oneof![0u32..64, 64u32..5000, 5000u32..70_000, any::<u32>()]
 }
 
 // Cases per property: PROPTEST_CASES (default 256); CI runs the default,
@@ -333,17 +463,44 @@ proptest! {
 
     #[test]
     fn image_loader_never_panics_on_mutated_png(bytes in mutated(valid_images()[0].clone())) {
-        load_image_bytes(&bytes, "png");
+        let _ = load_image_bytes(&bytes, "png");
     }
 
     #[test]
     fn image_loader_never_panics_on_mutated_jpeg(bytes in mutated(valid_images()[1].clone())) {
-        load_image_bytes(&bytes, "jpg");
+        let _ = load_image_bytes(&bytes, "jpg");
     }
 
     #[test]
     fn image_loader_never_panics_on_random_bytes(bytes in any_bytes()) {
-        load_image_bytes(&bytes, "png");
+        let _ = load_image_bytes(&bytes, "png");
+    }
+}
+
+// The long fuzzing runs of truncation and header edits (see README).
+proptest! {
+    #[test]
+    fn truncated_images_are_always_refused(
+        (ext, bytes, cut) in prop::sample::select(valid_layouts())
+            .prop_flat_map(|(ext, b)| { let n = b.len(); (Just(ext), Just(b), 0..n) })
+    ) {
+        prop_assert!(load_image_bytes(&bytes[..cut], ext).is_err());
+    }
+
+    #[test]
+    fn edited_size_fields_never_panic_or_pass_the_budget(
+        (ext, bytes) in prop::sample::select(valid_layouts()),
+        w in side(),
+        h in side(),
+        fix_crc in any::<bool>(),
+    ) {
+        let edited = with_size(ext, bytes, w, h, fix_crc);
+        if let Ok(x) = load_image_bytes(&edited, ext) {
+            // What is read is what the header says, within the budget.
+            let (w, h) = if ext == "jpg" { (w & 0xFFFF, h & 0xFFFF) } else { (w, h) };
+            prop_assert_eq!(x.shape(), &[1, h as usize, w as usize, 3]);
+            prop_assert!(w as u64 * h as u64 <= nadb::imageio::MAX_PIXELS);
+        }
     }
 }
 
