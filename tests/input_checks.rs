@@ -673,7 +673,7 @@ fn misleading_messages_now_say_what_is_wrong() {
     // The NFE is the flag's fault, found before any work, not an output's.
     assert_error(
         &restore(&[&x, "-o", &d("out"), "--nfe", "0"]),
-        &["error: --nfe 0: NFE must be between 1 and 1000, got 0"],
+        &["error: --nfe must be between 1 and 1000 for NADB, got 0"],
     );
     assert!(!dir.path().join("out/x.png").exists());
     let help = Command::new(env!("CARGO_BIN_EXE_nadb"))
@@ -719,7 +719,7 @@ fn shipped_weights_are_found_from_any_folder_and_a_miss_says_where_it_looked() {
     // network it recorded as weights/... found beside it.
     assert_error(
         &restore("sr4-bicubic", None),
-        &["--nfe 0: NFE must be between 1 and 1000"],
+        &["--nfe must be between 1 and 1000 for NADB, got 0"],
     );
     // NADB_WEIGHTS comes before the crate's folder.
     std::fs::create_dir_all(d("w")).unwrap();
