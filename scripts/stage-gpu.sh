@@ -43,7 +43,7 @@ echo "== nadb bench (base, bf16, then f32)"
 for precision in bf16 f32; do
     timeout 120 "$here/nadb" bench --device cuda --precision "$precision" --config base \
         --size 256 --nfe 5,10 --batch 16 --train-batch 64 --train-size 64 --iters 10 \
-        -o "$out/bench-base-$precision.md" 2>&1 | tee -a "$out/bench.log"
+        --force -o "$out/bench-base-$precision.md" 2>&1 | tee -a "$out/bench.log"
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
 done
 echo "== nadb restore --profile (the shipped sr4-bicubic weights, NFE 10, batch 1)"

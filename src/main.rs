@@ -2,7 +2,7 @@
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nadb::atomic::{write_atomic, write_file};
+use nadb::atomic::write_file;
 use nadb::bridge::Method;
 use nadb::checkpoint::{self, Checkpoint, ADAM_M_PREFIX, ADAM_V_PREFIX, EMA_PREFIX};
 use nadb::data::Dataset;
@@ -82,6 +82,9 @@ struct ForwardArgs {
     /// Where to write "y" (f32 [n, h, w, 3]).
     #[arg(short, long)]
     out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -142,6 +145,9 @@ struct BenchArgs {
     /// span per op; opens in Perfetto). An existing file is not replaced.
     #[arg(long, value_name = "FILE", requires = "profile")]
     trace: Option<PathBuf>,
+    /// Replace --out and --trace if they exist.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -1059,6 +1065,7 @@ fn diagnose_cmd(a: DiagnoseArgs, device: Device, device_line: &str) -> Result<()
 }
 
 fn forward_cmd(a: ForwardArgs, device: Device, device_line: &str) -> Result<()> {
+    new_output_file(&a.out, "-o", a.force)?;
     let (net, _) = nadb::train::load_inference_net(&a.checkpoint)?;
     let [x, t] = <[Option<Tensor>; 2]>::try_from(checkpoint::read_tensors(&a.input, &["x", "t"])?)
         .expect("two names asked");
@@ -1121,14 +1128,25 @@ fn bench_cmd(a: BenchArgs, device: Device, device_line: &str) -> Result<()> {
         device,
     };
     plan.bridge()?;
+    for (path, flag) in [(&a.out, "-o"), (&a.trace, "--trace")] {
+        if let Some(path) = path {
+            new_output_file(path, flag, a.force)?;
+        }
+    }
     eprintln!("{device_line}");
     if a.profile {
-        return profile_cmd(&plan, device_line, a.out.as_deref(), a.trace.as_deref());
+        return profile_cmd(
+            &plan,
+            device_line,
+            a.out.as_deref(),
+            a.trace.as_deref(),
+            a.force,
+        );
     }
     let table = nadb::bench::markdown(device_line, &nadb::bench::run(&plan)?);
     print!("{table}");
     if let Some(path) = &a.out {
-        write_atomic(path, table.as_bytes())?;
+        write_file(path, table.as_bytes(), a.force)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -1140,12 +1158,8 @@ fn profile_cmd(
     device_line: &str,
     out: Option<&Path>,
     trace: Option<&Path>,
+    force: bool,
 ) -> Result<()> {
-    for path in out.into_iter().chain(trace) {
-        if path.exists() {
-            bail!("{}: exists; name another file", path.display());
-        }
-    }
     let runs = nadb::bench::profile(plan)?;
     let mut text = format!("{device_line}\n\n");
     for r in &runs {
@@ -1154,7 +1168,7 @@ fn profile_cmd(
     }
     print!("{text}");
     if let Some(path) = out {
-        write_atomic(path, text.as_bytes())?;
+        write_file(path, text.as_bytes(), force)?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = trace {
@@ -1162,7 +1176,11 @@ fn profile_cmd(
             .iter()
             .map(|r| (r.what.as_str(), &r.spans[..]))
             .collect();
-        write_atomic(path, nadb::profile::chrome_trace(&sections).as_bytes())?;
+        write_file(
+            path,
+            nadb::profile::chrome_trace(&sections).as_bytes(),
+            force,
+        )?;
         eprintln!(
             "wrote {} (Chrome trace: open it in Perfetto)",
             path.display()

@@ -310,6 +310,7 @@ fn forward_writes_the_networks_output() {
         input.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
+        "--force",
     ]);
     assert!(
         !ok && err.lines().count() == 1 && err.contains("needs 't'"),

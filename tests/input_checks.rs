@@ -1061,3 +1061,52 @@ fn a_long_restoration_prints_progress_lines() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_and_forward_outputs_are_not_replaced_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(d("mine.md"), "mine").unwrap();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--config",
+            "tiny",
+            "--size",
+            "16",
+            "--nfe",
+            "1",
+            "--batch",
+            "1",
+            "--train-batch",
+            "1",
+            "--train-size",
+            "16",
+            "--iters",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        nadb(&args)
+    };
+    let exists = format!(
+        "{}: already exists (pass --force to replace it)",
+        d("mine.md")
+    );
+    assert_error(&bench(&["-o", &d("mine.md")]), &[&format!("-o {exists}")]);
+    assert_error(
+        &bench(&["--profile", "--trace", &d("mine.md")]),
+        &[&format!("--trace {exists}")],
+    );
+    assert_eq!(std::fs::read_to_string(d("mine.md")).unwrap(), "mine");
+    let forward = nadb(&[
+        "forward",
+        "--checkpoint",
+        &d("nowhere.safetensors"),
+        "--input",
+        &d("nowhere-either.safetensors"),
+        "-o",
+        &d("mine.md"),
+    ]);
+    assert_error(&forward, &[&format!("-o {exists}")]);
+    assert_eq!(std::fs::read_to_string(d("mine.md")).unwrap(), "mine");
+}
