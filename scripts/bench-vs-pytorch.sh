@@ -30,7 +30,7 @@ mkdir -p "$out"
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 /usr/bin/time -v "$target_dir/release/nadb" bench "${args[@]}" --device cpu \
-    -o "$out/nadb-$precision.md.tmp" 2> "$out/nadb-$precision.time.log" >/dev/null
+    --force -o "$out/nadb-$precision.md.tmp" 2> "$out/nadb-$precision.time.log" >/dev/null
 mv "$out/nadb-$precision.md.tmp" "$out/nadb-$precision.md"
 "$venv/bin/python" "$root/benches/twin/bench.py" "${args[@]}" --device cpu --precision "$precision" \
     --no-compile --warmup 1 --parts latency,train --out "$out/torch-$precision.md" >/dev/null

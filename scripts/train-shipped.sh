@@ -40,5 +40,5 @@ done
     --checkpoint "nadb=$work/nadb.safetensors" --checkpoint "i2sb=$work/i2sb.safetensors" \
     --checkpoint "nadb-nomean=$work/nadb-nomean.safetensors" \
     --checkpoint "i2sb-mean=$work/i2sb-mean.safetensors" \
-    --csv "$work/eval.csv" > "$work/eval.md" 2>>"$work/eval.log"
+    --force --csv "$work/eval.csv" > "$work/eval.md" 2>>"$work/eval.log"
 cat "$work/eval.md"
