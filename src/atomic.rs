@@ -59,7 +59,7 @@ pub fn move_into(tmp: &Path, path: &Path, replace: bool) -> Result<()> {
         let _ = fs::remove_file(tmp);
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             bail!(
-                "{}: already exists (made while this ran?); pass --force to replace it",
+                "{}: already exists (made while this ran?); nothing was replaced",
                 path.display()
             );
         }

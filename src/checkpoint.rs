@@ -12,7 +12,7 @@
 //! a missing or mis-shaped tensor, or a config other than the one asked for
 //! is refused with an error that names the file and the tensor.
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic, write_file};
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::nn::{ParamSpec, Unet, UnetConfig};
@@ -50,11 +50,12 @@ pub fn save(
     groups: &[Group],
     training: Option<&str>,
 ) -> Result<()> {
-    save_as(path, config, specs, groups, training, DType::F32)
+    save_as(path, config, specs, groups, training, DType::F32, true)
 }
 
 /// `save`, with every tensor stored as `dtype` (bf16 halves shipped
-/// weights; loading widens them back to f32).
+/// weights; loading widens them back to f32), replacing an existing
+/// `path` only if `replace`.
 pub fn save_as(
     path: &Path,
     config: &UnetConfig,
@@ -62,6 +63,7 @@ pub fn save_as(
     groups: &[Group],
     training: Option<&str>,
     dtype: DType,
+    replace: bool,
 ) -> Result<()> {
     let mut stored: Vec<StoredTensor> = Vec::new();
     for g in groups {
@@ -98,7 +100,7 @@ pub fn save_as(
     }
     let bytes = safetensors::tensor::serialize(views, &Some(meta))
         .map_err(|e| Error(format!("{}: cannot serialise: {e:?}", path.display())))?;
-    write_atomic(path, &bytes)
+    write_file(path, &bytes, replace)
 }
 
 /// Saves a network's own weights (no training state): what `restore` loads.

@@ -1107,7 +1107,7 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
             a.out.display()
         );
     }
-    nadb::train::export_weights(&a.checkpoint, &a.out, a.mean_checkpoint.as_deref())?;
+    nadb::train::export_weights(&a.checkpoint, &a.out, a.mean_checkpoint.as_deref(), a.force)?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
     eprintln!("wrote {} ({:.1} MB)", a.out.display(), bytes as f64 / 1e6);
     Ok(())

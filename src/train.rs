@@ -264,7 +264,12 @@ pub fn load_inference_net(path: &Path) -> Result<(Unet, Option<TrainingState>)> 
 /// stored as bf16, with the run's settings (task, role, schedule) so that
 /// `restore` knows what it holds. `mean_checkpoint` replaces the mean
 /// network's path the run recorded (shipped files refer to each other).
-pub fn export_weights(src: &Path, out: &Path, mean_checkpoint: Option<&Path>) -> Result<()> {
+pub fn export_weights(
+    src: &Path,
+    out: &Path,
+    mean_checkpoint: Option<&Path>,
+    replace: bool,
+) -> Result<()> {
     let (net, state) = load_inference_net(src)?;
     let Some(mut state) = state else {
         bail!(
@@ -287,6 +292,7 @@ pub fn export_weights(src: &Path, out: &Path, mean_checkpoint: Option<&Path>) ->
         &[group],
         Some(&json),
         DType::Bf16,
+        replace,
     )
 }
 
@@ -406,7 +412,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// Saves the run to `path`, replacing it.
     pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.save_to(path, true)
+    }
+
+    /// Saves the run to `path`, replacing an existing file only if
+    /// `replace`.
+    fn save_to(&mut self, path: &Path, replace: bool) -> Result<()> {
         self.sync_from_device()?;
         let state = TrainingState {
             settings: self.settings.clone(),
@@ -431,12 +444,14 @@ impl Trainer {
                 tensors: self.opt.v.iter().collect(),
             },
         ];
-        checkpoint::save(
+        checkpoint::save_as(
             path,
             &self.net.config,
             self.net.specs(),
             &groups,
             Some(&json),
+            DType::F32,
+            replace,
         )
     }
 
@@ -561,6 +576,10 @@ impl Trainer {
         let s = self.settings.clone();
         let loader = Loader::spawn(data, s.task()?, s.batch, s.seed, self.step, total);
         let mut last = Instant::now();
+        // A new run's first save must not replace a file that appeared
+        // meanwhile (another run given the same -o); later saves replace
+        // this run's own checkpoint.
+        let mut replace = path.exists();
         while self.step < total {
             let batch = loader.next()?;
             debug_assert_eq!(batch.step, self.step);
@@ -592,7 +611,8 @@ impl Trainer {
                 .is_some_and(|f| f.load(Ordering::SeqCst));
             let stop = out_of_time || interrupted;
             if self.step.is_multiple_of(save_every.max(1)) || self.step == total || stop {
-                self.save(path)?;
+                self.save_to(path, replace)?;
+                replace = true;
             }
             if stop {
                 break;

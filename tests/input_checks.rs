@@ -318,7 +318,7 @@ fn a_no_replace_write_keeps_the_existing_file() {
     assert_eq!(
         err.0,
         format!(
-            "{}: already exists (made while this ran?); pass --force to replace it",
+            "{}: already exists (made while this ran?); nothing was replaced",
             path.display()
         )
     );
@@ -1109,4 +1109,65 @@ fn bench_and_forward_outputs_are_not_replaced_without_force() {
     ]);
     assert_error(&forward, &[&format!("-o {exists}")]);
     assert_eq!(std::fs::read_to_string(d("mine.md")).unwrap(), "mine");
+}
+
+#[test]
+fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_image(&data.join("a.png"), 24, 0);
+    let out = dir.path().join("run.safetensors");
+    // A 3-second run that saves only when its time is up.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args([
+            "train",
+            "--method",
+            "nadb-nomean",
+            "--task",
+            "sr4-pool",
+            "--config",
+            "tiny",
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--crop",
+            "16",
+            "--batch",
+            "2",
+        ])
+        .args([
+            "--steps",
+            "100000000",
+            "--save-every",
+            "100000000",
+            "--log-every",
+            "1",
+        ])
+        .args(["--minutes", "0.05", "-o", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("step 2/") {
+        assert!(
+            stderr.read_line(&mut seen).unwrap() > 0,
+            "ended early: {seen}"
+        );
+    }
+    std::fs::write(&out, "another run's").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(1), "{rest}");
+    let last = rest.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "error: {}: already exists (made while this ran?); nothing was replaced",
+            out.display()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "another run's");
 }
