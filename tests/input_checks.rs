@@ -452,24 +452,20 @@ fn train(dir: &Path, out: &str, extra: &[&str]) -> Output {
     if !data.exists() {
         write_image(&data.join("a.png"), 24, 0);
     }
-    let mut args = vec![
-        "train",
-        "--method",
-        "nadb-nomean",
-        "--task",
-        "sr4-pool",
-        "--config",
-        "tiny",
-        "--data",
-        data.to_str().unwrap(),
-        "-o",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_nadb"))
-        .args(&args)
+    train_command(&data, Path::new(out))
+        .args(extra)
         .output()
         .unwrap()
+}
+
+/// `nadb train` of a `tiny` nadb-nomean bridge for sr4-pool on `data`,
+/// into `out`; the caller adds the rest.
+fn train_command(data: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nadb"));
+    c.args(["train", "--method", "nadb-nomean", "--task", "sr4-pool"])
+        .args(["--config", "tiny", "--data", data.to_str().unwrap()])
+        .args(["-o", out.to_str().unwrap()]);
+    c
 }
 
 #[test]
@@ -762,24 +758,8 @@ fn interrupted_train(dir: &Path, out: &Path, signals: usize) -> Output {
     write_image(&data.join("a.png"), 64, 0);
     // Steps long enough (batch 8 of 64x64) that two signals sent back to
     // back land within one.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nadb"))
-        .args([
-            "train",
-            "--method",
-            "nadb-nomean",
-            "--task",
-            "sr4-pool",
-            "--config",
-            "tiny",
-        ])
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "--crop",
-            "64",
-            "--batch",
-            "8",
-        ])
+    let mut child = train_command(&data, out)
+        .args(["--crop", "64", "--batch", "8"])
         .args([
             "--steps",
             "100000",
@@ -788,7 +768,6 @@ fn interrupted_train(dir: &Path, out: &Path, signals: usize) -> Output {
             "--log-every",
             "1",
         ])
-        .args(["-o", out.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -845,30 +824,9 @@ fn ctrl_c_in_train_saves_the_current_step_and_exits_130() {
         )
     );
     // It resumes from there.
-    let resumed = Command::new(env!("CARGO_BIN_EXE_nadb"))
-        .args([
-            "train",
-            "--method",
-            "nadb-nomean",
-            "--task",
-            "sr4-pool",
-            "--config",
-            "tiny",
-        ])
-        .args([
-            "--data",
-            dir.path().join("data").to_str().unwrap(),
-            "--crop",
-            "64",
-        ])
-        .args([
-            "--batch",
-            "8",
-            "--steps",
-            &(step + 1).to_string(),
-            "--resume",
-        ])
-        .args(["-o", out.to_str().unwrap()])
+    let resumed = train_command(&dir.path().join("data"), &out)
+        .args(["--crop", "64", "--batch", "8"])
+        .args(["--steps", &(step + 1).to_string(), "--resume"])
         .output()
         .unwrap();
     assert!(
@@ -1127,24 +1085,8 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
     write_image(&data.join("a.png"), 24, 0);
     let out = dir.path().join("run.safetensors");
     // A 3-second run that saves only when its time is up.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nadb"))
-        .args([
-            "train",
-            "--method",
-            "nadb-nomean",
-            "--task",
-            "sr4-pool",
-            "--config",
-            "tiny",
-        ])
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "--crop",
-            "16",
-            "--batch",
-            "2",
-        ])
+    let mut child = train_command(&data, &out)
+        .args(["--crop", "16", "--batch", "2"])
         .args([
             "--steps",
             "100000000",
@@ -1153,7 +1095,7 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
             "--log-every",
             "1",
         ])
-        .args(["--minutes", "0.05", "-o", out.to_str().unwrap()])
+        .args(["--minutes", "0.05"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
