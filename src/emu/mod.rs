@@ -113,9 +113,11 @@ impl Emulator {
     /// packs them as the runtime reads them (one 64-bit word each).
     fn pack(&self, kernel: KernelId, args: &[Arg]) -> Result<Vec<u64>, String> {
         let k = &self.kernels[kernel];
-        let passed: String = args.iter().map(|a| kind(a) as char).collect();
-        let wanted = String::from_utf8_lossy(&k.kinds);
-        if passed != wanted {
+        // Compared without allocating (this runs on every launch); the
+        // strings are built only for the error.
+        if !args.iter().map(kind).eq(k.kinds.iter().copied()) {
+            let passed: String = args.iter().map(|a| kind(a) as char).collect();
+            let wanted = String::from_utf8_lossy(&k.kinds);
             return Err(format!(
                 "{}: the launch passes arguments ({passed}) where the kernel takes ({wanted}) \
                  (p pointer, i 32-bit integer, l 64-bit integer, f f32, d f64)",
