@@ -673,11 +673,20 @@ void start_pool() {
     for (unsigned i = 0; i < n; ++i) pool.threads.emplace_back(worker_main);
 }
 
+// Every module's kernels in one table, built once (launches index it).
+const std::vector<const KernelEntry*>& kernel_table() {
+    static const std::vector<const KernelEntry*> table = [] {
+        std::vector<const KernelEntry*> t;
+        for (size_t m = 0; emu_kernel_modules[m]; ++m)
+            for (const KernelEntry* e = emu_kernel_modules[m]; e->name; ++e) t.push_back(e);
+        return t;
+    }();
+    return table;
+}
+
 const KernelEntry* kernel_at(size_t index) {
-    for (size_t m = 0; emu_kernel_modules[m]; ++m)
-        for (const KernelEntry* e = emu_kernel_modules[m]; e->name; ++e)
-            if (index-- == 0) return e;
-    return nullptr;
+    const auto& t = kernel_table();
+    return index < t.size() ? t[index] : nullptr;
 }
 
 }  // namespace emu
@@ -685,11 +694,7 @@ const KernelEntry* kernel_at(size_t index) {
 // ---- the C interface src/emu/mod.rs uses -----------------------------------
 using namespace emu;
 
-extern "C" size_t emu_kernel_count() {
-    size_t n = 0;
-    while (kernel_at(n)) ++n;
-    return n;
-}
+extern "C" size_t emu_kernel_count() { return kernel_table().size(); }
 extern "C" const char* emu_kernel_name(size_t i) { return kernel_at(i)->name; }
 extern "C" const char* emu_kernel_kinds(size_t i) { return kernel_at(i)->kinds; }
 extern "C" unsigned emu_max_dynamic_shared() { return MAX_DYNAMIC_SHARED; }
