@@ -130,6 +130,12 @@ impl Tape {
         nodes.len() - 1
     }
 
+    /// Whether an op on `inputs` will be recorded: a forward that keeps
+    /// something only for its backward can skip it when not.
+    pub fn wants_grad(&self, inputs: &[&Var]) -> bool {
+        self.recording && inputs.iter().any(|v| v.node.is_some())
+    }
+
     /// Records `value = op(inputs)`. `backward` is only kept when some input
     /// wants a gradient.
     pub fn record(
@@ -146,7 +152,7 @@ impl Tape {
                 value.shape()
             )
         });
-        let wanted = self.recording && inputs.iter().any(|v| v.node.is_some());
+        let wanted = self.wants_grad(inputs);
         let node = wanted.then(|| {
             self.push(Node {
                 op,

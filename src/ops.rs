@@ -192,7 +192,7 @@ pub fn avgpool2x(tape: &Tape, x: &Var) -> Var {
 
 /// Self-attention over pixels; `qkv` is `[n, h, w, 3c]` in ADM's legacy
 /// per-head order, the result `[n, h, w, c]`. The CPU keeps the softmax
-/// probabilities for the backward; the GPU (flash attention) keeps the
+/// probabilities for the backward (only when it will run); the GPU (flash attention) keeps the
 /// output and the rows' log-sum-exp and recomputes them.
 pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
     let qs = qkv.shared();
@@ -214,10 +214,12 @@ pub fn attention(tape: &Tape, qkv: &Var, head_dim: usize) -> Var {
             ))]
         });
     }
+    let keep_probs = tape.wants_grad(&[qkv]);
     let (y, probs) = span("attention", &[&qs], flops, || {
-        cpu::attention::attention(&qs, head_dim)
+        cpu::attention::attention(&qs, head_dim, keep_probs)
     });
     tape.record("attention", y, &[qkv], move |dy, _| {
+        let probs = probs.expect("the forward keeps the probabilities when recorded");
         vec![Some(span(
             "attention.backward",
             &[dy, &qs],

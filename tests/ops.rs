@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check_grads, randn, rng};
-use nadb::cpu::gemm::{matmul, matmul_reference, Mat};
+use nadb::cpu::gemm::{matmul_reference, matmul_with, Kernel, Mat};
 use nadb::cpu::{attention, conv, linear};
 use nadb::ops;
 use nadb::tensor::DType;
@@ -17,24 +17,54 @@ fn assert_close(name: &str, a: &Tensor, b: &Tensor, tol: f32) {
 }
 
 #[test]
-fn gemm_matches_reference_on_strided_views() {
+fn gemm_matches_reference_on_strided_views_with_every_kernel() {
     let mut r = rng(1);
-    // Large enough to take the threaded path, with transposed operands.
-    for &(m, k, n) in &[(3, 5, 7), (130, 67, 90), (257, 129, 65)] {
-        let a = randn(&mut r, &[k, m], 1.0); // read transposed
-        let b = randn(&mut r, &[n, k], 1.0); // read transposed
-        let am = Mat::rows(a.data(), k, m).t();
-        let bm = Mat::rows(b.data(), n, k).t();
-        let mut fast = randn(&mut r, &[m, n + 3], 1.0).into_vec();
-        let mut slow = fast.clone();
-        matmul(am, bm, &mut fast, n + 3, true);
-        matmul_reference(am, bm, &mut slow, n + 3, true);
-        let (f, s) = (
-            Tensor::from_vec(&[m, n + 3], fast),
-            Tensor::from_vec(&[m, n + 3], slow),
-        );
-        assert_close("gemm", &f, &s, 1e-4 * k as f32);
+    // Tile edges in both dimensions, an inner dimension over one KC block
+    // (256), large enough for the threaded path, both operand layouts.
+    let shapes = [(3, 5, 7), (130, 67, 90), (257, 300, 65), (40, 520, 300)];
+    for kernel in Kernel::available() {
+        for &(m, k, n) in &shapes {
+            for transposed in [false, true] {
+                let a = randn(&mut r, &[m * k], 1.0);
+                let b = randn(&mut r, &[k * n], 1.0);
+                let (am, bm) = if transposed {
+                    (Mat::rows(a.data(), k, m).t(), Mat::rows(b.data(), n, k).t())
+                } else {
+                    (Mat::rows(a.data(), m, k), Mat::rows(b.data(), k, n))
+                };
+                for accumulate in [false, true] {
+                    let mut fast = randn(&mut r, &[m, n + 3], 1.0).into_vec();
+                    let mut slow = fast.clone();
+                    matmul_with(kernel, am, bm, &mut fast, n + 3, accumulate);
+                    matmul_reference(am, bm, &mut slow, n + 3, accumulate);
+                    let (f, s) = (
+                        Tensor::from_vec(&[m, n + 3], fast),
+                        Tensor::from_vec(&[m, n + 3], slow),
+                    );
+                    let what =
+                        format!("gemm {kernel:?} {m}x{k}x{n} t={transposed} acc={accumulate}");
+                    assert_close(&what, &f, &s, 1e-5 * k as f32);
+                }
+            }
+        }
     }
+}
+
+#[test]
+fn fast_exp_is_within_two_ulp_of_f64_exp() {
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.0 {
+        let exact = (x as f64).exp();
+        let got = nadb::cpu::math::exp(x) as f64;
+        worst = worst.max(((got - exact) / exact).abs());
+        x += 0.001_7;
+    }
+    assert!(worst < 2.4e-7, "worst relative error {worst}");
+    assert_eq!(nadb::cpu::math::exp(100.0), f32::INFINITY);
+    assert!(nadb::cpu::math::exp(f32::NAN).is_nan());
+    assert!(nadb::cpu::math::exp(-200.0) < 1e-37);
+    assert_eq!(nadb::cpu::math::exp(0.0), 1.0);
 }
 
 /// (n, h, w, cin, cout, k, stride): odd sizes, both kernels, both strides.
@@ -245,18 +275,27 @@ fn attention_fast_path_matches_reference_and_gradients() {
     let mut r = rng(9);
     // 2 images, 2x3 tokens, 2 heads of 4 channels.
     let qkv = randn(&mut r, &[2, 2, 3, 24], 1.5);
-    let (fast, _) = attention::attention(&qkv, 4);
+    let (fast, probs) = attention::attention(&qkv, 4, true);
     let slow = attention::attention_reference(&qkv, 4);
     assert_close("attention", &fast, &slow, 1e-5);
+    assert_eq!(probs.map(|p| p.values()), Some(2 * 2 * 36));
+    let (inference, none) = attention::attention(&qkv, 4, false);
+    assert!(none.is_none(), "inference keeps no probabilities");
+    assert_eq!(
+        inference.data(),
+        fast.data(),
+        "keeping the probabilities changes the output"
+    );
     assert_eq!(fast.shape(), &[2, 2, 3, 8]);
     check_grads("attention", vec![qkv], 60, 1e-4, |t, v| {
         ops::attention(t, &v[0], 4)
     });
-    // At a U-Net shape: 16x16 tokens, 2 heads of 64.
-    let big = randn(&mut r, &[1, 16, 16, 384], 1.0);
+    // At a U-Net shape: 16x16 tokens (several query blocks, the last one
+    // partial), 2 heads of 64.
+    let big = randn(&mut r, &[1, 16, 15, 384], 1.0);
     assert_close(
-        "attention 16x16",
-        &attention::attention(&big, 64).0,
+        "attention 16x15",
+        &attention::attention(&big, 64, false).0,
         &attention::attention_reference(&big, 64),
         1e-4,
     );

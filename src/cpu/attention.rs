@@ -9,12 +9,18 @@
 //! `head_dim*j .. head_dim*(j+1)` of the `[n, h, w, c]` output.
 //! `out = softmax(q k^T / sqrt(head_dim)) v`.
 //!
-//! Fast path: one rayon task per (image, head), each two GEMMs on strided
-//! views of `qkv` and a row softmax; the probabilities are kept for the
-//! backward (T^2 floats per head: fine at the U-Net's attention
-//! resolutions, a flash-style kernel is the GPU's business).
+//! Fast path: K^T and V of every (image, head) are packed once for the
+//! GEMM; then one rayon task per block of QUERY_BLOCK query rows of an image
+//! runs, per head, `S = Q K^T` into a block of scores, the row softmax, and
+//! `O = P V` straight into the output's channels. A block of scores (48 x T)
+//! stays in L2, so the T^2 probabilities touch memory only when the backward
+//! needs them kept (training); inference keeps none. The backward: per
+//! (image, head), four GEMMs over the kept probabilities.
+//! A flash-style kernel is the GPU's business.
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{matmul, matmul_packed, Mat, PackedB};
+use super::math::{self, multiversion};
+use super::with_scratch;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -68,17 +74,39 @@ impl AttentionProbs {
     }
 }
 
-fn softmax_rows(s: &mut [f32], cols: usize) {
-    for row in s.chunks_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
+/// Query rows per forward task: a multiple of every GEMM kernel's tile rows.
+const QUERY_BLOCK: usize = 48;
+
+multiversion! {
+/// `softmax(scale * row)` for each row (`cols` wide, `stride` apart). The
+/// max and the sum run over 16 lanes so they vectorise (a single f32
+/// accumulator cannot be reordered).
+fn softmax_rows(s: &mut [f32], cols: usize, stride: usize, scale: f32) {
+    const LANES: usize = 16;
+    for row in s.chunks_mut(stride) {
+        let row = &mut row[..cols];
+        let mut lane_max = [f32::NEG_INFINITY; LANES];
+        let (body, tail) = row.split_at(row.len() / LANES * LANES);
+        for chunk in body.chunks_exact(LANES) {
+            for (m, &v) in lane_max.iter_mut().zip(chunk) {
+                *m = m.max(v);
+            }
         }
-        let inv = 1.0 / sum;
+        let max = tail.iter().chain(&lane_max).copied().fold(f32::NEG_INFINITY, f32::max);
+        for v in row.iter_mut() {
+            *v = math::exp((*v - max) * scale);
+        }
+        let mut lane_sum = [0.0f32; LANES];
+        let (body, tail) = row.split_at(row.len() / LANES * LANES);
+        for chunk in body.chunks_exact(LANES) {
+            for (s, &v) in lane_sum.iter_mut().zip(chunk) {
+                *s += v;
+            }
+        }
+        let inv = 1.0 / (lane_sum.iter().sum::<f32>() + tail.iter().sum::<f32>());
         row.iter_mut().for_each(|v| *v *= inv);
     }
+}
 }
 
 /// Copies a per-head `[T, width]` block into channels `offset..` of a
@@ -89,34 +117,85 @@ fn scatter_head(block: &[f32], width: usize, dst: &mut [f32], row_len: usize, of
     }
 }
 
-pub fn attention(qkv: &Tensor, head_dim: usize) -> (Tensor, AttentionProbs) {
+/// The output, and the probabilities when `keep_probs` (for the backward).
+pub fn attention(
+    qkv: &Tensor,
+    head_dim: usize,
+    keep_probs: bool,
+) -> (Tensor, Option<AttentionProbs>) {
     let g = geometry(qkv, head_dim);
-    let (t, hd, c3) = (g.tokens, g.hd, 3 * g.c);
+    let (t, hd, c, c3) = (g.tokens, g.hd, g.c, 3 * g.c);
     let qd = qkv.data();
-    let per_head: Vec<(Vec<f32>, Vec<f32>)> = over_heads(g.n * g.heads, |job| {
-        let (img, head) = (job / g.heads, job % g.heads);
-        let base = &qd[img * t * c3 + head * 3 * hd..];
-        let q = Mat::strided(base, t, hd, c3, 1);
-        let k = Mat::strided(&base[hd..], t, hd, c3, 1);
-        let v = Mat::strided(&base[2 * hd..], t, hd, c3, 1);
-        let mut p = vec![0.0; t * t];
-        matmul(q, k.t(), &mut p, t, false);
-        p.iter_mut().for_each(|s| *s *= g.scale);
-        softmax_rows(&mut p, t);
-        let mut o = vec![0.0; t * hd];
-        matmul(Mat::rows(&p, t, t), v, &mut o, hd, false);
-        (o, p)
-    });
-    let mut out = vec![0.0; g.n * t * g.c];
-    let mut probs = Vec::with_capacity(per_head.len());
-    for (job, (o, p)) in per_head.into_iter().enumerate() {
-        let (img, head) = (job / g.heads, job % g.heads);
-        scatter_head(&o, hd, &mut out[img * t * g.c..], g.c, head * hd);
-        probs.push(p);
+    let head_view = |img: usize, head: usize, part: usize, rows: std::ops::Range<usize>| {
+        let start = (img * t + rows.start) * c3 + head * 3 * hd + part * hd;
+        Mat::strided(&qd[start..], rows.len(), hd, c3, 1)
+    };
+    // K^T and V of each (image, head), packed once for every query block.
+    let packed: Vec<(PackedB, PackedB)> = (0..g.n * g.heads)
+        .map(|job| {
+            let (img, head) = (job / g.heads, job % g.heads);
+            (
+                PackedB::new(head_view(img, head, 1, 0..t).t()),
+                PackedB::new(head_view(img, head, 2, 0..t)),
+            )
+        })
+        .collect();
+    let mut out = vec![0.0; g.n * t * c];
+    let mut probs: Vec<Vec<f32>> = if keep_probs {
+        vec![vec![0.0; t * t]; g.n * g.heads]
+    } else {
+        Vec::new()
+    };
+    // One task per (image, query block): its output rows, and its rows of
+    // every head's probabilities when they are kept.
+    let mut prob_blocks: Vec<Vec<&mut [f32]>> = (0..g.n * t.div_ceil(QUERY_BLOCK))
+        .map(|_| Vec::new())
+        .collect();
+    for (job, p) in probs.iter_mut().enumerate() {
+        let img = job / g.heads;
+        for (b, rows) in p.chunks_mut(QUERY_BLOCK * t).enumerate() {
+            prob_blocks[img * t.div_ceil(QUERY_BLOCK) + b].push(rows);
+        }
     }
+    let tasks: Vec<_> = out
+        .chunks_mut(t * c)
+        .enumerate()
+        .flat_map(|(img, image)| {
+            image
+                .chunks_mut(QUERY_BLOCK * c)
+                .enumerate()
+                .map(move |(b, rows)| (img, b * QUERY_BLOCK, rows))
+        })
+        .zip(prob_blocks)
+        .collect();
+    tasks
+        .into_par_iter()
+        .for_each(|((img, q0, out_rows), mut kept)| {
+            let rows = out_rows.len() / c;
+            // Unkept scores get a padded row stride (4 KB-multiple strides
+            // alias in L1 when the GEMM reads the rows in step).
+            let stride = if kept.is_empty() { t + 16 } else { t };
+            let scratch_len = if kept.is_empty() { rows * stride } else { 0 };
+            with_scratch(scratch_len, |scratch| {
+                for head in 0..g.heads {
+                    let (k_t, v) = &packed[img * g.heads + head];
+                    let s = match kept.get_mut(head) {
+                        Some(block) => &mut block[..],
+                        None => &mut scratch[..],
+                    };
+                    let q = head_view(img, head, 0, q0..q0 + rows);
+                    matmul_packed(&q, k_t, s, stride, false);
+                    softmax_rows(s, t, stride, g.scale);
+                    let o = &mut out_rows[head * hd..];
+                    let p = Mat::strided(s, rows, t, stride, 1);
+                    matmul_packed(&p, v, o, c, false);
+                }
+            })
+        });
     let mut shape = qkv.shape().to_vec();
-    shape[3] = g.c;
-    (Tensor::from_vec(&shape, out), AttentionProbs(probs))
+    shape[3] = c;
+    let probs = keep_probs.then_some(AttentionProbs(probs));
+    (Tensor::from_vec(&shape, out), probs)
 }
 
 pub fn attention_backward(

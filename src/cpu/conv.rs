@@ -4,15 +4,18 @@
 //! output `[n, ho, wo, cout]` with `ho = (h + 2*pad - k) / stride + 1`.
 //!
 //! Fast path: a 1x1 stride-1 convolution is one GEMM over the pixels. The
-//! others gather `k*k*cin` patches (im2col, a bounded chunk of output pixels
-//! at a time into a reused scratch buffer) and multiply by the weight seen as
-//! a `[k*k*cin, cout]` matrix: the patch order (ky, kx, ci) is the weight's
-//! own order, so no weight is rearranged. Backward: weight gradient
-//! `dy^T * patches`, input gradient `dy * W` gathered back per input pixel
-//! (a gather, not a scatter, so pixels are independent and run in parallel).
+//! others are one GEMM of the `[pixels, k*k*cin]` patch matrix by the
+//! weight seen as a `[k*k*cin, cout]` matrix (the patch order (ky, kx, ci) is
+//! the weight's own order), with the patches gathered from the input by the
+//! GEMM's packing step (`Patches`, an implicit im2col: no patch matrix is
+//! written). Backward: weight gradient `dy^T * patches` (patches gathered a
+//! bounded chunk of images at a time into a reused scratch buffer); input
+//! gradient at stride 1 the same convolution of `dy` with the weight
+//! flipped and its channels swapped, at stride 2 `dy * W` gathered back per
+//! input pixel (a gather, not a scatter, so pixels run in parallel).
 //! The reference is the seven-loop definition.
 
-use super::gemm::{matmul, Mat};
+use super::gemm::{matmul, matmul_packed, Mat, PackedB, Rows};
 use super::with_scratch;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -86,6 +89,55 @@ impl ConvGeom {
     }
 }
 
+/// The im2col matrix of `x` (row: output pixel, column: (ky, kx, ci)),
+/// never written out: the GEMM's packing step reads it from `x`.
+struct Patches<'a> {
+    g: &'a ConvGeom,
+    x: &'a [f32],
+}
+
+impl Rows for Patches<'_> {
+    fn rows(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+
+    fn cols(&self) -> usize {
+        self.g.patch_len()
+    }
+
+    /// Blocks stay inside one kernel tap, where a row is `cin` contiguous
+    /// input channels of one pixel (or zero padding).
+    fn block_end(&self, k0: usize, limit: usize) -> usize {
+        limit.min((k0 / self.g.cin + 1) * self.g.cin)
+    }
+
+    fn row_ptrs(&self, i0: usize, k0: usize, k1: usize, _: &mut [f32], ptrs: &mut [*const f32]) {
+        let g = self.g;
+        let (tap, ci0) = (k0 / g.cin, k0 % g.cin);
+        debug_assert!(ci0 + (k1 - k0) <= g.cin);
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            let r = i0 + i;
+            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+            *p = match g.tap(oy, ox, tap / g.k, tap % g.k) {
+                Some((iy, ix)) => {
+                    self.x[((n * g.h + iy) * g.w + ix) * g.cin + ci0..][..k1 - k0].as_ptr()
+                }
+                None => std::ptr::null(),
+            };
+        }
+    }
+}
+
+/// `out (+)= patches(x) * w`, `w` the packed `[k*k*cin, cout]` weight.
+fn conv_gemm(g: &ConvGeom, x: &[f32], w: &PackedB, out: &mut [f32], accumulate: bool) {
+    if g.is_pointwise() {
+        let pixels = g.n * g.h * g.w;
+        matmul_packed(&Mat::rows(x, pixels, g.cin), w, out, g.cout, accumulate);
+    } else {
+        matmul_packed(&Patches { g, x }, w, out, g.cout, accumulate);
+    }
+}
+
 /// Fills `patches` (rows `first..first + rows` of the im2col matrix).
 fn im2col(g: &ConvGeom, x: &[f32], first: usize, patches: &mut [f32]) {
     let plen = g.patch_len();
@@ -149,37 +201,40 @@ fn broadcast_bias(out: &mut [f32], bias: Option<&Tensor>, cout: usize) {
 
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize) -> Tensor {
     let g = ConvGeom::new(x, weight, stride);
-    let pixels = g.n * g.ho * g.wo;
-    let plen = g.patch_len();
-    let mut out = vec![0.0; pixels * g.cout];
+    let mut out = vec![0.0; g.n * g.ho * g.wo * g.cout];
     broadcast_bias(&mut out, bias, g.cout);
-    let wt = Mat::rows(weight.data(), g.cout, plen).t();
-    if g.is_pointwise() {
-        matmul(
-            Mat::rows(x.data(), pixels, g.cin),
-            wt,
-            &mut out,
-            g.cout,
-            bias.is_some(),
-        );
-    } else {
-        let chunk = (PATCH_ELEMS_PER_CHUNK / plen).max(1);
-        with_scratch(chunk.min(pixels) * plen, |patches| {
-            for first in (0..pixels).step_by(chunk) {
-                let rows = chunk.min(pixels - first);
-                let patches = &mut patches[..rows * plen];
-                im2col(&g, x.data(), first, patches);
-                matmul(
-                    Mat::rows(patches, rows, plen),
-                    wt,
-                    &mut out[first * g.cout..],
-                    g.cout,
-                    bias.is_some(),
-                );
-            }
-        });
-    }
+    let w = PackedB::new(Mat::rows(weight.data(), g.cout, g.patch_len()).t());
+    conv_gemm(&g, x.data(), &w, &mut out, bias.is_some());
     Tensor::from_vec(&[g.n, g.ho, g.wo, g.cout], out)
+}
+
+/// The input gradient of a stride-1 convolution: the convolution of `dy`
+/// with the weight flipped in space and its channels swapped,
+/// `w'[ci, ky, kx, co] = w[co, k-1-ky, k-1-kx, ci]`.
+fn input_grad_stride1(g: &ConvGeom, weight: &[f32], dy: &[f32], dx: &mut [f32]) {
+    debug_assert_eq!(g.stride, 1);
+    let taps = g.k * g.k;
+    let back = ConvGeom {
+        cin: g.cout,
+        cout: g.cin,
+        h: g.ho,
+        w: g.wo,
+        ho: g.h,
+        wo: g.w,
+        ..*g
+    };
+    let packed = with_scratch(weight.len(), |w| {
+        for co in 0..g.cout {
+            for tap in 0..taps {
+                let src = &weight[(co * taps + tap) * g.cin..][..g.cin];
+                for (ci, &v) in src.iter().enumerate() {
+                    w[(ci * taps + taps - 1 - tap) * g.cout + co] = v;
+                }
+            }
+        }
+        PackedB::new(Mat::rows(w, g.cin, taps * g.cout).t())
+    });
+    conv_gemm(&back, dy, &packed, dx, false);
 }
 
 /// Gradients of `conv2d` with respect to input, weight and bias; each is
@@ -217,45 +272,59 @@ pub fn conv2d_backward(
                 false,
             );
         }
-    } else if need[0] || need[1] {
-        // Whole images per chunk, so that col2im sees every patch of a pixel.
-        let per_image = g.ho * g.wo;
-        let images = (PATCH_ELEMS_PER_CHUNK / (per_image * plen)).clamp(1, g.n);
-        with_scratch(images * per_image * plen, |patches| {
-            for n0 in (0..g.n).step_by(images) {
-                let count = images.min(g.n - n0);
-                let rows = count * per_image;
-                let first = n0 * per_image;
-                let patches = &mut patches[..rows * plen];
-                let dy_chunk = Mat::rows(&dy.data()[first * g.cout..], rows, g.cout);
-                if let Some(dw) = dw.as_mut() {
+    } else {
+        if let Some(dw) = dw.as_mut() {
+            // Whole images per chunk of patches.
+            let per_image = g.ho * g.wo;
+            let images = (PATCH_ELEMS_PER_CHUNK / (per_image * plen)).clamp(1, g.n);
+            with_scratch(images * per_image * plen, |patches| {
+                for n0 in (0..g.n).step_by(images) {
+                    let rows = images.min(g.n - n0) * per_image;
+                    let first = n0 * per_image;
+                    let patches = &mut patches[..rows * plen];
                     im2col(&g, x.data(), first, patches);
-                    matmul(
-                        dy_chunk.t(),
-                        Mat::rows(patches, rows, plen),
-                        dw,
-                        plen,
-                        n0 > 0,
-                    );
+                    let dy_chunk = Mat::rows(&dy.data()[first * g.cout..], rows, g.cout);
+                    let patches = Mat::rows(patches, rows, plen);
+                    matmul(dy_chunk.t(), patches, dw, plen, n0 > 0);
                 }
-                if let Some(dx) = dx.as_mut() {
-                    matmul(dy_chunk, w_mat, patches, plen, false);
-                    let image_len = g.h * g.w * g.cin;
-                    col2im(
-                        &g,
-                        patches,
-                        n0,
-                        &mut dx[n0 * image_len..(n0 + count) * image_len],
-                    );
-                }
+            });
+        }
+        if let Some(dx) = dx.as_mut() {
+            if g.stride == 1 {
+                input_grad_stride1(&g, weight.data(), dy.data(), dx);
+            } else {
+                input_grad_gathered(&g, w_mat, dy, dx);
             }
-        });
+        }
     }
     ConvGrads {
         dx: dx.map(|d| Tensor::from_vec(x.shape(), d)),
         dw: dw.map(|d| Tensor::from_vec(weight.shape(), d)),
         db: need[2].then(|| super::sum_rows(dy)),
     }
+}
+
+/// The input gradient at any stride: `dy * W` per chunk of whole images
+/// (so that col2im sees every patch of a pixel), gathered back per pixel.
+fn input_grad_gathered(g: &ConvGeom, w_mat: Mat, dy: &Tensor, dx: &mut [f32]) {
+    let (plen, per_image) = (g.patch_len(), g.ho * g.wo);
+    let images = (PATCH_ELEMS_PER_CHUNK / (per_image * plen)).clamp(1, g.n);
+    let image_len = g.h * g.w * g.cin;
+    with_scratch(images * per_image * plen, |patches| {
+        for n0 in (0..g.n).step_by(images) {
+            let count = images.min(g.n - n0);
+            let rows = count * per_image;
+            let patches = &mut patches[..rows * plen];
+            let dy_chunk = Mat::rows(&dy.data()[n0 * per_image * g.cout..], rows, g.cout);
+            matmul(dy_chunk, w_mat, patches, plen, false);
+            col2im(
+                g,
+                patches,
+                n0,
+                &mut dx[n0 * image_len..(n0 + count) * image_len],
+            );
+        }
+    });
 }
 
 /// The definition, loop by loop.

@@ -6,25 +6,35 @@
 //! use_scale_shift_norm) or `[n, c]` (shift only: `y = x + shift`, ADM
 //! without it). Memory-bound loops, split across the rayon pool.
 
+use super::math::{multiversion, sigmoid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Elements per rayon task: large enough to amortise scheduling.
 const GRAIN: usize = 1 << 14;
 
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+multiversion! {
+fn silu_values(y: &mut [f32], x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = v * sigmoid(v);
+    }
+}
+}
+
+multiversion! {
+fn silu_grads(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
+        let s = sigmoid(v);
+        *o = d * s * (1.0 + v * (1.0 - s));
+    }
+}
 }
 
 pub fn silu(x: &Tensor) -> Tensor {
     let mut y = vec![0.0; x.numel()];
     y.par_chunks_mut(GRAIN)
         .zip(x.data().par_chunks(GRAIN))
-        .for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = v * sigmoid(v);
-            }
-        });
+        .for_each(|(yc, xc)| silu_values(yc, xc));
     Tensor::from_vec(x.shape(), y)
 }
 
@@ -32,12 +42,7 @@ pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Tensor {
     let mut dx = vec![0.0; x.numel()];
     dx.par_chunks_mut(GRAIN)
         .zip(x.data().par_chunks(GRAIN).zip(dy.data().par_chunks(GRAIN)))
-        .for_each(|(o, (xc, dc))| {
-            for ((o, &v), &d) in o.iter_mut().zip(xc).zip(dc) {
-                let s = sigmoid(v);
-                *o = d * s * (1.0 + v * (1.0 - s));
-            }
-        });
+        .for_each(|(o, (xc, dc))| silu_grads(o, xc, dc));
     Tensor::from_vec(x.shape(), dx)
 }
 

@@ -1,13 +1,35 @@
-//! The one door to the GEMM crate: `out (+)= a * b` on strided f32 views.
+//! The CPU's matrix product: `out (+)= a * b` on strided f32 views.
 //!
 //! Every fast CPU path (convolution, linear, attention) is a matrix product
 //! over views of NHWC buffers; strides let transposes and channel slices be
-//! read in place instead of copied. Products large enough to pay for threads
-//! run on the rayon pool; products issued from inside a rayon task (attention
-//! runs one task per head) run on that task's thread, so the pool is never
-//! oversubscribed.
+//! read in place instead of copied.
+//!
+//! How: `b` is packed once per call into strips of NR columns, KC rows
+//! deep (the BLIS scheme); each task owns an MC x NC block of `out` and runs
+//! an MR x NR register-tile microkernel over every (row strip, column strip)
+//! pair, one depth block at a time. The left operand is not packed: the
+//! microkernel takes one pointer per row, each to `kc` contiguous floats, and
+//! broadcasts from them, so a row-major `a` and a convolution's patches
+//! (rows of its input, or a zero row in the padding) are read in place; only
+//! a transposed `a` is gathered into a scratch block first. A B strip
+//! (KC x NR) stays in L1 while the task's rows pass over it. Microkernels,
+//! picked at run time from what the CPU has: AVX-512 (12 x 32, 24 zmm
+//! accumulators), AVX2 + FMA (6 x 16, 12 ymm), and a portable one (4 x 8).
+//! Written here rather than taken from the `gemm` crate because its AVX-512
+//! kernels need a nightly compiler, and on stable it ran the engine's
+//! products at 35-55 GFLOP/s on 2 AVX-512 cores
+//! (benches/results/cpu-profile-small-xeon-2core.md).
+//!
+//! Threads: a product big enough to pay for them splits its blocks over the
+//! rayon pool; one issued from inside a rayon task (attention runs one task
+//! per query block) runs on that task's thread, so the pool is never
+//! oversubscribed. Every element of `out` is summed in the same order
+//! whatever the thread count, so results do not depend on it.
 
-use gemm::Parallelism;
+use super::{give_scratch, take_scratch, with_scratch};
+use rayon::prelude::*;
+use std::ptr;
+use std::sync::OnceLock;
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -51,16 +73,396 @@ impl<'a> Mat<'a> {
             ..self
         }
     }
+
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
 }
 
+/// The left operand of a product, as the microkernel reads it: a strided
+/// matrix, or the patches of a convolution gathered straight from its input
+/// (`conv::Patches`, an implicit im2col).
+pub trait Rows: Sync {
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    /// The end of the depth block that starts at `k0` (at most `limit`):
+    /// a block never spans a place where a row stops being contiguous.
+    fn block_end(&self, k0: usize, limit: usize) -> usize {
+        limit.min(self.cols()).max(k0)
+    }
+    /// Pointers to columns `k0..k1` of rows `i0..i0 + ptrs.len()`, each run
+    /// contiguous; null for a row that is all zero there. `scratch` holds
+    /// `ptrs.len() * (k1 - k0)` floats for a source that must gather.
+    fn row_ptrs(
+        &self,
+        i0: usize,
+        k0: usize,
+        k1: usize,
+        scratch: &mut [f32],
+        ptrs: &mut [*const f32],
+    );
+}
+
+impl Rows for Mat<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_ptrs(
+        &self,
+        i0: usize,
+        k0: usize,
+        k1: usize,
+        scratch: &mut [f32],
+        ptrs: &mut [*const f32],
+    ) {
+        let kc = k1 - k0;
+        // Rows a multiple of 4 KB apart fall in the same L1 sets and evict
+        // each other while the kernel walks them in step: copied instead.
+        let aliasing = self.rs.is_multiple_of(ALIASING_STRIDE);
+        if self.cs == 1 && !aliasing {
+            for (i, p) in ptrs.iter_mut().enumerate() {
+                *p = self.data[(i0 + i) * self.rs + k0..][..kc].as_ptr();
+            }
+            return;
+        }
+        if self.cs == 1 {
+            for (i, dst) in scratch.chunks_exact_mut(kc).take(ptrs.len()).enumerate() {
+                dst.copy_from_slice(&self.data[(i0 + i) * self.rs + k0..][..kc]);
+            }
+        } else {
+            // A transposed view: gathered column by column (each column
+            // is contiguous when rs == 1).
+            let rows = ptrs.len();
+            for k in 0..kc {
+                let column = &self.data[(k0 + k) * self.cs..];
+                for i in 0..rows {
+                    scratch[i * kc + k] = column[(i0 + i) * self.rs];
+                }
+            }
+        }
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            *p = scratch[i * kc..].as_ptr();
+        }
+    }
+}
+
+/// Depth of one packed block: KC x NR floats of B (32 KB at NR = 32) fit L1.
+pub const KC: usize = 256;
+/// Row strides (in floats) that are multiples of this alias in L1.
+const ALIASING_STRIDE: usize = 1024;
+/// What a null row pointer reads: a zero row of one block.
+static ZERO_ROW: [f32; KC] = [0.0; KC];
+/// Output columns per task.
+const NC: usize = 256;
+/// Row strips per task: MC = 8 MR rows (96 KB of packed A at MR = 12) fit L2.
+const STRIPS_PER_TASK: usize = 8;
+/// The most rows a task has (the largest MR times STRIPS_PER_TASK).
+const MAX_TASK_ROWS: usize = 12 * STRIPS_PER_TASK;
 /// Below this many multiply-adds a product runs on one thread.
 const THREADING_THRESHOLD: usize = 1 << 18;
+
+/// The register-tile microkernels this build has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    /// Every kernel this CPU can run, fastest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        kernels.push(Kernel::Portable);
+        kernels
+    }
+
+    /// The fastest kernel this CPU runs (detected once).
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| Kernel::available()[0])
+    }
+
+    /// Rows x columns of the register tile.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            Kernel::Avx512 => (12, 32),
+            Kernel::Avx2 => (6, 16),
+            Kernel::Portable => (4, 8),
+        }
+    }
+
+    /// `c[i * ldc + j] (+)= sum_k a[i][k] * b[k * NR + j]` over one full
+    /// MR x NR tile.
+    ///
+    /// # Safety
+    /// `a` holds MR pointers to `kc` floats each, `b` holds `kc * NR`
+    /// floats, `c` reaches `(MR - 1) * ldc + NR` floats, and the CPU has the
+    /// kernel's features (`Kernel::available` lists it).
+    unsafe fn run(
+        self,
+        kc: usize,
+        a: *const *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => x86::tile_avx512(kc, a, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::tile_avx2(kc, a, b, c, ldc, acc),
+            Kernel::Portable => tile_portable(kc, a, b, c, ldc, acc),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernel selected on another architecture"),
+        }
+    }
+}
+
+/// The portable tile: plain arrays the compiler vectorises for the baseline
+/// target.
+unsafe fn tile_portable(
+    kc: usize,
+    a: *const *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
+    const MR: usize = 4;
+    const NR: usize = 8;
+    let mut sum = [[0.0f32; NR]; MR];
+    for k in 0..kc {
+        let bk = std::slice::from_raw_parts(b.add(k * NR), NR);
+        for (i, row) in sum.iter_mut().enumerate() {
+            let ai = *(*a.add(i)).add(k);
+            for (s, &bv) in row.iter_mut().zip(bk) {
+                *s += ai * bv;
+            }
+        }
+    }
+    for (i, row) in sum.iter().enumerate() {
+        let out = std::slice::from_raw_parts_mut(c.add(i * ldc), NR);
+        for (o, &s) in out.iter_mut().zip(row) {
+            *o = if acc { *o + s } else { s };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// One tile for any vector width: MR rows, NV vectors of columns. Inlined
+    /// into the `target_feature` functions below, which give the intrinsics
+    /// their instruction set.
+    macro_rules! tile {
+        ($kc:expr, $a:expr, $b:expr, $c:expr, $ldc:expr, $acc:expr,
+         $mr:literal, $nv:literal, $lanes:literal,
+         $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {{
+            let rows: [*const f32; $mr] = *($a as *const [*const f32; $mr]);
+            let mut sum = [[$zero(); $nv]; $mr];
+            for k in 0..$kc {
+                let bk = $b.add(k * $nv * $lanes);
+                let mut bv = [$zero(); $nv];
+                for (v, slot) in bv.iter_mut().enumerate() {
+                    *slot = $load(bk.add(v * $lanes));
+                }
+                for (i, row) in sum.iter_mut().enumerate() {
+                    let ai = $splat(*rows[i].add(k));
+                    for (s, &b) in row.iter_mut().zip(&bv) {
+                        *s = $fma(ai, b, *s);
+                    }
+                }
+            }
+            for (i, row) in sum.iter().enumerate() {
+                for (v, &s) in row.iter().enumerate() {
+                    let p = $c.add(i * $ldc + v * $lanes);
+                    $store(p, if $acc { $add($load(p), s) } else { s });
+                }
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_avx512(
+        kc: usize,
+        a: *const *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        tile!(
+            kc,
+            a,
+            b,
+            c,
+            ldc,
+            acc,
+            12,
+            2,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_storeu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_avx2(
+        kc: usize,
+        a: *const *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        tile!(
+            kc,
+            a,
+            b,
+            c,
+            ldc,
+            acc,
+            6,
+            2,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_storeu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps
+        )
+    }
+}
+
+/// `b` packed for one kernel: for each KC block of rows, its columns in
+/// strips of NR (zero-padded), each strip `kc x NR` row-major.
+pub struct PackedB {
+    kernel: Kernel,
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    pub fn new(b: Mat) -> PackedB {
+        PackedB::with_kernel(Kernel::best(), b)
+    }
+
+    pub fn with_kernel(kernel: Kernel, b: Mat) -> PackedB {
+        let nr = kernel.tile().1;
+        let strips = b.cols.div_ceil(nr);
+        let mut data = take_scratch(b.rows * strips * nr);
+        let parallel = b.rows * b.cols >= THREADING_THRESHOLD / 4 && outside_pool();
+        for k0 in (0..b.rows).step_by(KC) {
+            let kc = KC.min(b.rows - k0);
+            let block = &mut data[k0 * strips * nr..][..kc * strips * nr];
+            let pack = |(s, strip): (usize, &mut [f32])| pack_strip(b, k0, kc, s * nr, nr, strip);
+            if parallel {
+                block.par_chunks_mut(kc * nr).enumerate().for_each(pack);
+            } else {
+                block.chunks_mut(kc * nr).enumerate().for_each(pack);
+            }
+        }
+        PackedB {
+            kernel,
+            rows: b.rows,
+            cols: b.cols,
+            data,
+        }
+    }
+
+    /// Rows `k0..k0 + kc` of column strip `strip`; they lie in one KC block.
+    fn strip(&self, k0: usize, kc: usize, strip: usize) -> &[f32] {
+        let nr = self.kernel.tile().1;
+        let strips = self.cols.div_ceil(nr);
+        let block = k0 / KC * KC;
+        let depth = KC.min(self.rows - block);
+        debug_assert!(k0 + kc <= block + depth);
+        &self.data[(block * strips + strip * depth + k0 - block) * nr..][..kc * nr]
+    }
+}
+
+impl Drop for PackedB {
+    fn drop(&mut self) {
+        give_scratch(std::mem::take(&mut self.data));
+    }
+}
+
+/// Rows `k0..k0 + kc`, columns `j0..j0 + nr` of `b` into `dst` (`kc x nr`),
+/// zero past the last column; reads along whichever stride is unit.
+fn pack_strip(b: Mat, k0: usize, kc: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+    let width = nr.min(b.cols - j0);
+    if width < nr {
+        dst.fill(0.0);
+    }
+    if b.cs == 1 {
+        for (k, row) in dst.chunks_mut(nr).enumerate() {
+            let start = (k0 + k) * b.rs + j0;
+            row[..width].copy_from_slice(&b.data[start..start + width]);
+        }
+    } else {
+        for j in 0..width {
+            for k in 0..kc {
+                dst[k * nr + j] = b.at(k0 + k, j0 + j);
+            }
+        }
+    }
+}
+
+fn outside_pool() -> bool {
+    rayon::current_thread_index().is_none()
+}
+
+/// `out`'s base pointer, shared by the tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint blocks of the buffer behind the pointer, which
+// the caller of `matmul_packed` borrows mutably for the whole call.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
 /// `out = a * b` (or `out += a * b` when `accumulate`), where `out` is
 /// row-major with row stride `ldo`.
 pub fn matmul(a: Mat, b: Mat, out: &mut [f32], ldo: usize, accumulate: bool) {
+    matmul_with(Kernel::best(), a, b, out, ldo, accumulate)
+}
+
+/// `matmul` with a chosen kernel (tests run every kernel the CPU has).
+pub fn matmul_with(kernel: Kernel, a: Mat, b: Mat, out: &mut [f32], ldo: usize, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "matmul inner dimensions differ");
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let packed = PackedB::with_kernel(kernel, b);
+    matmul_packed(&a, &packed, out, ldo, accumulate);
+}
+
+/// `matmul` against a `b` packed beforehand (attention packs K and V once
+/// for all its query blocks, a convolution its weights), with any `Rows`.
+pub fn matmul_packed(a: &impl Rows, b: &PackedB, out: &mut [f32], ldo: usize, accumulate: bool) {
+    assert_eq!(a.cols(), b.rows, "matmul inner dimensions differ");
+    let (m, k, n) = (a.rows(), a.cols(), b.cols);
     if m == 0 || n == 0 {
         return;
     }
@@ -76,38 +478,97 @@ pub fn matmul(a: Mat, b: Mat, out: &mut [f32], ldo: usize, accumulate: bool) {
         }
         return;
     }
-    let parallelism = if m * n * k >= THREADING_THRESHOLD && rayon::current_thread_index().is_none()
-    {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
+    let (mr, _) = b.kernel.tile();
+    let mc = mr * STRIPS_PER_TASK;
+    let (row_blocks, col_blocks) = (m.div_ceil(mc), n.div_ceil(NC));
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = |t: usize| {
+        let (i0, j0) = ((t / col_blocks) * mc, (t % col_blocks) * NC);
+        let rows = (i0..(i0 + mc).min(m), j0..(j0 + NC).min(n));
+        // SAFETY: the block's rows and columns lie inside `out` (asserted
+        // above) and no other task writes them.
+        unsafe { block(a, b, rows, out_ptr, ldo, accumulate) }
     };
-    // SAFETY: the asserts above keep every index the product touches inside
-    // `a.data`, `b.data` and `out`; `out` is borrowed mutably, so it aliases
-    // neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            ldo as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    let tasks = row_blocks * col_blocks;
+    if m * n * k >= THREADING_THRESHOLD && tasks > 1 && outside_pool() {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
     }
+}
+
+/// One task: rows x cols of `out`, every depth block of the inner dimension.
+///
+/// # Safety
+/// The block lies inside the `out` buffer behind `out`, and nothing else
+/// touches it during the call.
+unsafe fn block(
+    a: &impl Rows,
+    b: &PackedB,
+    (rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>),
+    out: OutPtr,
+    ldo: usize,
+    accumulate: bool,
+) {
+    let kernel = b.kernel;
+    let (mr, nr) = kernel.tile();
+    let k = a.cols();
+    let strips = rows.len().div_ceil(mr);
+    let mut all_ptrs = [ptr::null(); MAX_TASK_ROWS];
+    let ptrs = &mut all_ptrs[..strips * mr];
+    with_scratch(rows.len() * KC.min(k) + mr * nr, |scratch| {
+        let (gathered, edge) = scratch.split_at_mut(rows.len() * KC.min(k));
+        let mut k0 = 0;
+        while k0 < k {
+            // Blocks end at B's KC boundaries too, so a block is a run of
+            // rows inside one packed strip block.
+            let k1 = a.block_end(k0, (k0 / KC + 1) * KC);
+            let kc = k1 - k0;
+            a.row_ptrs(
+                rows.start,
+                k0,
+                k1,
+                &mut gathered[..rows.len() * kc],
+                &mut ptrs[..rows.len()],
+            );
+            for p in ptrs.iter_mut() {
+                if p.is_null() {
+                    *p = ZERO_ROW.as_ptr();
+                }
+            }
+            let acc = accumulate || k0 > 0;
+            for j in (cols.start..cols.end).step_by(nr) {
+                let bstrip = b.strip(k0, kc, j / nr).as_ptr();
+                let width = nr.min(cols.end - j);
+                for (s, strip_rows) in ptrs.chunks(mr).enumerate() {
+                    let i = rows.start + s * mr;
+                    let height = mr.min(rows.end - i);
+                    let c = out.0.add(i * ldo + j);
+                    if height == mr && width == nr {
+                        kernel.run(kc, strip_rows.as_ptr(), bstrip, c, ldo, acc);
+                    } else {
+                        // An edge tile: computed whole into `edge`, then the
+                        // part inside `out` is stored.
+                        kernel.run(
+                            kc,
+                            strip_rows.as_ptr(),
+                            bstrip,
+                            edge.as_mut_ptr(),
+                            nr,
+                            false,
+                        );
+                        for r in 0..height {
+                            let dst = std::slice::from_raw_parts_mut(c.add(r * ldo), width);
+                            for (d, &e) in dst.iter_mut().zip(&edge[r * nr..r * nr + width]) {
+                                *d = if acc { *d + e } else { e };
+                            }
+                        }
+                    }
+                }
+            }
+            k0 = k1;
+        }
+    })
 }
 
 /// Plain triple loop with the same contract as `matmul`: the reference the
@@ -118,7 +579,7 @@ pub fn matmul_reference(a: Mat, b: Mat, out: &mut [f32], ldo: usize, accumulate:
         for j in 0..b.cols {
             let mut acc = 0.0f64;
             for p in 0..a.cols {
-                acc += a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+                acc += a.at(i, p) as f64 * b.at(p, j) as f64;
             }
             let o = &mut out[i * ldo + j];
             *o = if accumulate {

@@ -12,6 +12,7 @@ pub mod embed;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
+pub mod math;
 pub mod norm;
 pub mod pad;
 pub mod resample;
@@ -21,20 +22,38 @@ use crate::tensor::Tensor;
 use std::cell::RefCell;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on a scratch buffer of at least `len` floats that lives as long
-/// as the thread: patch matrices are reused across layers and steps instead
-/// of being allocated for every call.
+/// A buffer of `len` floats from this thread's pool of scratch buffers; its
+/// contents are whatever the last user left. Give it back with
+/// `give_scratch`: patch matrices and packed GEMM operands are then reused
+/// across layers and steps instead of being allocated for every call.
+pub fn take_scratch(len: usize) -> Vec<f32> {
+    let mut buf = SCRATCH.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        // The smallest buffer that fits, else the largest (grown below).
+        let pick = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity())
+            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
+    });
+    buf.resize(len, 0.0);
+    buf
+}
+
+pub fn give_scratch(buf: Vec<f32>) {
+    SCRATCH.with(|pool| pool.borrow_mut().push(buf));
+}
+
+/// Runs `f` on a scratch buffer of `len` floats (see `take_scratch`);
+/// calls nest.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
+    let mut buf = take_scratch(len);
+    let result = f(&mut buf);
+    give_scratch(buf);
+    result
 }
 
 /// Sums a `[.., c]` tensor over everything but its last dimension: the

@@ -7,12 +7,14 @@
 //! the normalised input from the saved statistics instead of keeping a
 //! second copy of the activation.
 //!
-//! Threads: images in parallel, and within an image the per-channel sums in
-//! parallel over blocks of 16 channels (a cache line of every pixel each)
-//! and the per-pixel passes over chunks of pixels. Every channel's sum runs
-//! over the pixels in order whatever the threads, so results do not depend
-//! on how many there are (and a batch of one uses them all).
+//! Threads: images in parallel, and within an image chunks of PIXEL_GRAIN
+//! pixels in parallel, for the sums and the per-pixel passes alike. A sum
+//! adds in f32 across the channels of a pixel (vectorised) over runs of
+//! SUM_RUN pixels, then in f64 over the runs and the chunks in order, so
+//! results do not depend on how many threads there are (and a batch of one
+//! uses them all).
 
+use super::math::{multiversion, sigmoid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -34,22 +36,72 @@ fn per_channel(group_values: &[f32], cg: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Pixels per task of the per-pixel passes.
+/// Pixels per task.
 const PIXEL_GRAIN: usize = 1024;
+/// Pixels summed in f32 before the sum moves to f64.
+const SUM_RUN: usize = 64;
 
-/// Two f64 sums per channel: `sum(first, accs)` adds, pixel by pixel in
-/// order, the terms of channels `first..first + accs.len()` into `accs`;
-/// run in parallel over blocks of 16 channels.
-fn channel_sums(c: usize, sum: impl Fn(usize, &mut [[f64; 2]]) + Sync) -> Vec<[f64; 2]> {
-    let mut sums = vec![[0.0f64; 2]; c];
-    sums.par_chunks_mut(16)
-        .enumerate()
-        .for_each(|(block, accs)| sum(16 * block, accs));
-    sums
+/// Two sums per channel over the `pixels` pixels of one image:
+/// `add(range, a, b)` adds the terms of pixels `range` into the f32
+/// accumulators `a` and `b` (`c` each).
+fn channel_sums(
+    pixels: usize,
+    c: usize,
+    add: impl Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<[f64; 2]> {
+    let chunks: Vec<Vec<[f64; 2]>> = (0..pixels.div_ceil(PIXEL_GRAIN))
+        .into_par_iter()
+        .map(|chunk| {
+            let end = ((chunk + 1) * PIXEL_GRAIN).min(pixels);
+            let mut sums = vec![[0.0f64; 2]; c];
+            let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for start in (chunk * PIXEL_GRAIN..end).step_by(SUM_RUN) {
+                a.fill(0.0);
+                b.fill(0.0);
+                add(start..(start + SUM_RUN).min(end), &mut a, &mut b);
+                for (s, (&a, &b)) in sums.iter_mut().zip(a.iter().zip(&b)) {
+                    s[0] += a as f64;
+                    s[1] += b as f64;
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![[0.0f64; 2]; c];
+    for chunk in chunks {
+        for (t, s) in total.iter_mut().zip(chunk) {
+            t[0] += s[0];
+            t[1] += s[1];
+        }
+    }
+    total
 }
 
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+multiversion! {
+/// Adds `x` into `a` and `x^2` into `b`, per channel, over whole pixels.
+fn moments(x: &[f32], a: &mut [f32], b: &mut [f32]) {
+    for px in x.chunks_exact(a.len()) {
+        for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(px) {
+            *a += v;
+            *b += v * v;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `y = act((x - mean) * gain + beta)` over whole pixels of `c = mean.len()`
+/// channels.
+fn normalize(y: &mut [f32], x: &[f32], mean: &[f32], gain: &[f32], beta: &[f32], silu: bool) {
+    let c = mean.len();
+    for (ypx, xpx) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        let per_channel = mean.iter().zip(gain).zip(beta);
+        for ((y, &x), ((&m, &g), &b)) in ypx.iter_mut().zip(xpx).zip(per_channel) {
+            let z = (x - m) * g + b;
+            *y = if silu { z * sigmoid(z) } else { z };
+        }
+    }
+}
 }
 
 pub fn group_norm(
@@ -75,14 +127,8 @@ pub fn group_norm(
         .par_chunks_mut(image)
         .zip(x.data().par_chunks(image))
         .map(|(yi, xi)| {
-            let sums = channel_sums(c, |first, accs| {
-                for px in xi.chunks_exact(c) {
-                    for (acc, &v) in accs.iter_mut().zip(&px[first..]) {
-                        let v = v as f64;
-                        acc[0] += v;
-                        acc[1] += v * v;
-                    }
-                }
+            let sums = channel_sums(h * w, c, |pixels, a, b| {
+                moments(&xi[pixels.start * c..pixels.end * c], a, b)
             });
             let mut mean = vec![0.0f32; groups];
             let mut rstd = vec![0.0f32; groups];
@@ -94,17 +140,16 @@ pub fn group_norm(
                 mean[g] = m as f32;
                 rstd[g] = (1.0 / (var + EPS).sqrt()) as f32;
             }
-            let (mean_c, rstd_c) = (per_channel(&mean, cg), per_channel(&rstd, cg));
+            // z = (x - mean) * (rstd * gamma) + beta, per channel.
+            let mean_c = per_channel(&mean, cg);
+            let gain: Vec<f32> = per_channel(&rstd, cg)
+                .iter()
+                .zip(gd)
+                .map(|(r, g)| r * g)
+                .collect();
             yi.par_chunks_mut(PIXEL_GRAIN * c)
                 .zip(xi.par_chunks(PIXEL_GRAIN * c))
-                .for_each(|(yc, xc)| {
-                    for (ypx, xpx) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-                        for ch in 0..c {
-                            let z = (xpx[ch] - mean_c[ch]) * rstd_c[ch] * gd[ch] + bd[ch];
-                            ypx[ch] = if silu { z * sigmoid(z) } else { z };
-                        }
-                    }
-                });
+                .for_each(|(yc, xc)| normalize(yc, xc, &mean_c, &gain, bd, silu));
             (mean, rstd)
         })
         .collect();
@@ -114,6 +159,70 @@ pub fn group_norm(
         rstd: rstd.concat(),
     };
     (Tensor::from_vec(&[n, h, w, c], y), stats)
+}
+
+/// One image's per-channel constants in the backward.
+struct Channels<'a> {
+    mean: &'a [f32],
+    rstd: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    silu: bool,
+}
+
+impl Channels<'_> {
+    /// The normalised input and the gradient before the activation, at
+    /// channel `ch`.
+    #[inline(always)]
+    fn grad_pre_act(&self, ch: usize, x: f32, dy: f32) -> (f32, f32) {
+        let xhat = (x - self.mean[ch]) * self.rstd[ch];
+        let dz = if self.silu {
+            let z = xhat * self.gamma[ch] + self.beta[ch];
+            let s = sigmoid(z);
+            dy * s * (1.0 + z * (1.0 - s))
+        } else {
+            dy
+        };
+        (xhat, dz)
+    }
+}
+
+multiversion! {
+/// Adds `dz * xhat` into `a` and `dz` into `b`, per channel, over whole pixels.
+fn backward_sums(k: &Channels<'_>, x: &[f32], dy: &[f32], a: &mut [f32], b: &mut [f32]) {
+    let c = a.len();
+    for (xpx, dypx) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+        let (xpx, dypx, b) = (&xpx[..c], &dypx[..c], &mut b[..c]);
+        for ch in 0..c {
+            let (xhat, dz) = k.grad_pre_act(ch, xpx[ch], dypx[ch]);
+            a[ch] += dz * xhat;
+            b[ch] += dz;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `dx = rstd * (dz * gamma - mean(dxhat) - xhat * mean(dxhat * xhat))`
+/// over whole pixels.
+fn backward_dx(
+    k: &Channels<'_>,
+    mean_dxhat: &[f32],
+    mean_dxhat_xhat: &[f32],
+    dx: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+) {
+    let c = mean_dxhat.len();
+    let pixels = dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c));
+    for ((dxpx, xpx), dypx) in pixels {
+        let (xpx, dypx, md, mdx) = (&xpx[..c], &dypx[..c], &mean_dxhat[..c], &mean_dxhat_xhat[..c]);
+        for ch in 0..c {
+            let (xhat, dz) = k.grad_pre_act(ch, xpx[ch], dypx[ch]);
+            dxpx[ch] = k.rstd[ch] * (dz * k.gamma[ch] - md[ch] - xhat * mdx[ch]);
+        }
+    }
+}
 }
 
 /// Returns (dx, dgamma, dbeta).
@@ -141,25 +250,16 @@ pub fn group_norm_backward(
         .map(|(n, ((dxi, xi), dyi))| {
             let mean_c = per_channel(&stats.mean[n * groups..(n + 1) * groups], cg);
             let rstd_c = per_channel(&stats.rstd[n * groups..(n + 1) * groups], cg);
-            let grad_pre_act = |ch: usize, xv: f32, dyv: f32| -> (f32, f32) {
-                let xhat = (xv - mean_c[ch]) * rstd_c[ch];
-                let dz = if silu {
-                    let s = sigmoid(xhat * gd[ch] + bd[ch]);
-                    dyv * s * (1.0 + (xhat * gd[ch] + bd[ch]) * (1.0 - s))
-                } else {
-                    dyv
-                };
-                (xhat, dz)
+            let k = Channels {
+                mean: &mean_c,
+                rstd: &rstd_c,
+                gamma: gd,
+                beta: bd,
+                silu,
             };
-            let sums = channel_sums(c, |first, accs| {
-                for (xpx, dypx) in xi.chunks_exact(c).zip(dyi.chunks_exact(c)) {
-                    for (k, acc) in accs.iter_mut().enumerate() {
-                        let ch = first + k;
-                        let (xhat, dz) = grad_pre_act(ch, xpx[ch], dypx[ch]);
-                        acc[0] += (dz * xhat) as f64;
-                        acc[1] += dz as f64;
-                    }
-                }
+            let sums = channel_sums(h * w, c, |pixels, a, b| {
+                let span = pixels.start * c..pixels.end * c;
+                backward_sums(&k, &xi[span.clone()], &dyi[span], a, b)
             });
             let dz_xhat: Vec<f64> = sums.iter().map(|a| a[0]).collect();
             let dz_sum: Vec<f64> = sums.iter().map(|a| a[1]).collect();
@@ -178,17 +278,7 @@ pub fn group_norm_backward(
             dxi.par_chunks_mut(chunk)
                 .zip(xi.par_chunks(chunk).zip(dyi.par_chunks(chunk)))
                 .for_each(|(dxc, (xc, dyc))| {
-                    let pixels = dxc
-                        .chunks_exact_mut(c)
-                        .zip(xc.chunks_exact(c))
-                        .zip(dyc.chunks_exact(c));
-                    for ((dxpx, xpx), dypx) in pixels {
-                        for ch in 0..c {
-                            let (xhat, dz) = grad_pre_act(ch, xpx[ch], dypx[ch]);
-                            dxpx[ch] = rstd_c[ch]
-                                * (dz * gd[ch] - mean_dxhat[ch] - xhat * mean_dxhat_xhat[ch]);
-                        }
-                    }
+                    backward_dx(&k, &mean_dxhat, &mean_dxhat_xhat, dxc, xc, dyc)
                 });
             (dz_xhat, dz_sum)
         })

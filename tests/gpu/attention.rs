@@ -55,7 +55,8 @@ fn check(shape: [usize; 4], head_dim: usize, backward: bool, seed: u64) {
         // The CPU runs on the numbers the device holds (bf16-rounded in bf16 mode).
         let qkv_d = dev(&qkv, dtype);
         let qkv_h = qkv_d.to_host().expect("download");
-        let (y, probs) = cpu::attention(&qkv_h, head_dim);
+        let (y, probs) = cpu::attention(&qkv_h, head_dim, true);
+        let probs = probs.expect("kept when asked");
         let (y_d, lse_d) = gpu::attention(&qkv_d, head_dim);
         assert_eq!(lse_d.dtype(), nadb::tensor::DType::F32, "lse is f32");
         assert_close(&what("forward"), &y, &y_d, tol);
