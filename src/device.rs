@@ -1,6 +1,8 @@
-//! Which backend a command runs on: `--device auto|cpu|cuda` and, on the
-//! GPU, `--precision f32|bf16`.
+//! Which backend a command runs on: `--device auto|cpu|cuda`, and
+//! `--precision f32|bf16` (the GPU's storage type; on the CPU, the operands
+//! of its matrix products).
 
+use crate::cpu::gemm::Kernel;
 use crate::cuda;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -14,8 +16,9 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-/// Storage type of activations and working weights on the GPU (the CPU is
-/// always f32; the optimizer's master weights are always f32).
+/// Storage type of activations and working weights on the GPU; on the CPU
+/// (whose tensors are always f32), the type of its matrix products'
+/// operands. The optimizer's master weights are always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     F32,
@@ -32,19 +35,33 @@ pub enum Device {
 impl Device {
     /// Resolves the choice; `auto` falls back to the CPU when no GPU can be
     /// opened. Returns the device and a line saying which it took and why.
-    pub fn select(choice: DeviceChoice, precision: Precision) -> Result<(Device, String)> {
-        let dtype = match precision {
-            Precision::F32 => DType::F32,
-            Precision::Bf16 => DType::Bf16,
+    /// `precision` None is bf16 on the GPU, f32 on the CPU.
+    pub fn select(choice: DeviceChoice, precision: Option<Precision>) -> Result<(Device, String)> {
+        let gpu = match choice {
+            DeviceChoice::Cpu => Err(Error("--device cpu".into())),
+            _ => cuda::gpu(),
         };
-        match (choice, cuda::gpu()) {
-            (DeviceChoice::Cpu, _) => Ok((Device::Cpu, "device: cpu".into())),
-            (_, Ok(gpu)) => Ok((
-                Device::Cuda(dtype),
-                format!("device: cuda, {} ({precision:?})", gpu.description),
-            )),
-            (DeviceChoice::Auto, Err(why)) => Ok((Device::Cpu, format!("device: cpu ({why})"))),
+        match (choice, gpu) {
+            (_, Ok(gpu)) => {
+                let precision = precision.unwrap_or(Precision::Bf16);
+                let dtype = match precision {
+                    Precision::F32 => DType::F32,
+                    Precision::Bf16 => DType::Bf16,
+                };
+                let line = format!("device: cuda, {} ({precision:?})", gpu.description);
+                Ok((Device::Cuda(dtype), line))
+            }
             (DeviceChoice::Cuda, Err(why)) => Err(Error(format!("--device cuda: {why}"))),
+            (_, Err(why)) => {
+                let bf16 = precision == Some(Precision::Bf16);
+                Kernel::use_bf16(bf16).map_err(|e| Error(format!("--precision bf16: {e}")))?;
+                let products = if bf16 { ", bf16 products" } else { "" };
+                let line = match choice {
+                    DeviceChoice::Cpu => format!("device: cpu{products}"),
+                    _ => format!("device: cpu{products} ({why})"),
+                };
+                Ok((Device::Cpu, line))
+            }
         }
     }
 

@@ -36,10 +36,13 @@ struct Cli {
     /// the GPU (an error without one). Degrading images is CPU work.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     device: DeviceChoice,
-    /// Storage type of activations and working weights on the GPU (f32 for
-    /// tight comparison with the CPU); the CPU always computes in f32.
-    #[arg(long, global = true, value_enum, default_value = "bf16")]
-    precision: Precision,
+    /// On the GPU: storage type of activations and working weights
+    /// (default bf16; f32 for tight comparison with the CPU). On the CPU:
+    /// f32 (default), or bf16 to round the operands of every matrix product
+    /// (convolution, linear, attention) to bf16 and sum in f32, on CPUs
+    /// with AVX512-BF16.
+    #[arg(long, global = true, value_enum)]
+    precision: Option<Precision>,
 }
 
 #[derive(Subcommand)]

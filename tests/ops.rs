@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check_grads, randn, rng};
-use nadb::cpu::gemm::{matmul_reference, matmul_with, Kernel, Mat};
+use nadb::cpu::gemm::{bf16_bits, matmul_reference, matmul_with, Kernel, Mat};
 use nadb::cpu::{attention, conv, linear};
 use nadb::ops;
 use nadb::tensor::DType;
@@ -46,6 +46,54 @@ fn gemm_matches_reference_on_strided_views_with_every_kernel() {
                     assert_close(&what, &f, &s, 1e-5 * k as f32);
                 }
             }
+        }
+    }
+}
+
+/// The bf16 kernel (where the CPU has it) against the reference on the
+/// operands rounded to bf16: the products are then exact, only the f32 sums
+/// differ in order. Patches (conv) go through the same rounding as matrices.
+#[test]
+fn bf16_gemm_matches_reference_on_rounded_operands() {
+    let Some(kernel) = Kernel::bf16() else {
+        println!("skip: this CPU has no AVX512-BF16");
+        return;
+    };
+    let round = |t: &Tensor| {
+        let data = t
+            .data()
+            .iter()
+            .map(|&v| f32::from_bits(u32::from(bf16_bits(v)) << 16));
+        Tensor::from_vec(t.shape(), data.collect())
+    };
+    let mut r = rng(3);
+    for &(m, k, n) in &[(3, 5, 7), (130, 67, 90), (40, 521, 300)] {
+        for transposed in [false, true] {
+            let a = randn(&mut r, &[m * k], 1.0);
+            let b = randn(&mut r, &[k * n], 1.0);
+            let (ar, br) = (round(&a), round(&b));
+            fn view(t: &Tensor, rows: usize, cols: usize, transposed: bool) -> Mat<'_> {
+                if transposed {
+                    Mat::rows(t.data(), cols, rows).t()
+                } else {
+                    Mat::rows(t.data(), rows, cols)
+                }
+            }
+            let mut fast = vec![0.5; m * n];
+            let mut slow = fast.clone();
+            let (t, bf) = (transposed, kernel);
+            matmul_with(bf, view(&a, m, k, t), view(&b, k, n, t), &mut fast, n, true);
+            matmul_reference(view(&ar, m, k, t), view(&br, k, n, t), &mut slow, n, true);
+            let (f, s) = (
+                Tensor::from_vec(&[m, n], fast),
+                Tensor::from_vec(&[m, n], slow),
+            );
+            assert_close(
+                &format!("bf16 gemm {m}x{k}x{n} t={transposed}"),
+                &f,
+                &s,
+                1e-5 * k as f32,
+            );
         }
     }
 }

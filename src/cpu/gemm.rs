@@ -26,10 +26,14 @@
 //! oversubscribed. Every element of `out` is summed in the same order
 //! whatever the thread count, so results do not depend on it.
 
+use super::math::multiversion;
 use super::{give_scratch, take_scratch, with_scratch};
 use rayon::prelude::*;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+static USE_BF16: AtomicBool = AtomicBool::new(false);
 
 /// A read-only matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +176,10 @@ pub enum Kernel {
     Avx512,
     Avx2,
     Portable,
+    /// AVX512-BF16: operands rounded to bf16, products summed in f32
+    /// (`vdpbf16ps`, two depth steps per instruction). Opt-in
+    /// (`--precision bf16` on the CPU), never picked by `best`.
+    Avx512Bf16,
 }
 
 impl Kernel {
@@ -193,23 +201,67 @@ impl Kernel {
         kernels
     }
 
-    /// The fastest kernel this CPU runs (detected once).
+    /// The fastest f32 kernel this CPU runs (detected once).
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
         *BEST.get_or_init(|| Kernel::available()[0])
     }
 
+    /// The bf16 kernel, when this CPU has AVX512-BF16.
+    pub fn bf16() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+        {
+            return Some(Kernel::Avx512Bf16);
+        }
+        None
+    }
+
+    /// The kernel products run with: the fastest f32 one, or the bf16 one
+    /// after `use_bf16(true)`.
+    pub fn current() -> Kernel {
+        match USE_BF16.load(Ordering::Relaxed) {
+            true => Kernel::Avx512Bf16,
+            false => Kernel::best(),
+        }
+    }
+
+    /// Switches every later product to bf16 operands (or back); an error
+    /// when the CPU has no AVX512-BF16.
+    pub fn use_bf16(on: bool) -> Result<(), String> {
+        if on && Kernel::bf16().is_none() {
+            return Err("this CPU has no AVX512-BF16 for --precision bf16 (use f32)".into());
+        }
+        USE_BF16.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn is_bf16(self) -> bool {
+        self == Kernel::Avx512Bf16
+    }
+
+    /// Depth steps the kernel takes for `kc` of the product (bf16 pairs).
+    fn steps(self, kc: usize) -> usize {
+        if self.is_bf16() {
+            kc.div_ceil(2)
+        } else {
+            kc
+        }
+    }
+
     /// Rows x columns of the register tile.
     fn tile(self) -> (usize, usize) {
         match self {
-            Kernel::Avx512 => (12, 32),
+            Kernel::Avx512 | Kernel::Avx512Bf16 => (12, 32),
             Kernel::Avx2 => (6, 16),
             Kernel::Portable => (4, 8),
         }
     }
 
     /// `c[i * ldc + j] (+)= sum_k a[i][k] * b[k * NR + j]` over one full
-    /// MR x NR tile.
+    /// MR x NR tile, `kc` steps deep (for bf16 each float slot of `a` and
+    /// `b` holds a pair of bf16 along the depth, the first in the low half).
     ///
     /// # Safety
     /// `a` holds MR pointers to `kc` floats each, `b` holds `kc * NR`
@@ -229,6 +281,8 @@ impl Kernel {
             Kernel::Avx512 => x86::tile_avx512(kc, a, b, c, ldc, acc),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => x86::tile_avx2(kc, a, b, c, ldc, acc),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => x86::tile_avx512_bf16(kc, a, b, c, ldc, acc),
             Kernel::Portable => tile_portable(kc, a, b, c, ldc, acc),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel selected on another architecture"),
@@ -329,6 +383,46 @@ mod x86 {
         )
     }
 
+    /// `sum + a . b` over the bf16 pairs in each 32-bit lane.
+    #[inline(always)]
+    unsafe fn dot_bf16_pairs(a: __m512, b: __m512, sum: __m512) -> __m512 {
+        _mm512_dpbf16_ps(
+            sum,
+            std::mem::transmute::<__m512, __m512bh>(a),
+            std::mem::transmute::<__m512, __m512bh>(b),
+        )
+    }
+
+    /// The AVX-512 tile with `vdpbf16ps`: the broadcast of a float slot of
+    /// `a` is the broadcast of its bf16 pair.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile_avx512_bf16(
+        kc: usize,
+        a: *const *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        tile!(
+            kc,
+            a,
+            b,
+            c,
+            ldc,
+            acc,
+            12,
+            2,
+            16,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_storeu_ps,
+            _mm512_set1_ps,
+            dot_bf16_pairs,
+            _mm512_add_ps
+        )
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile_avx2(
         kc: usize,
@@ -369,22 +463,29 @@ pub struct PackedB {
 
 impl PackedB {
     pub fn new(b: Mat) -> PackedB {
-        PackedB::with_kernel(Kernel::best(), b)
+        PackedB::with_kernel(Kernel::current(), b)
     }
 
     pub fn with_kernel(kernel: Kernel, b: Mat) -> PackedB {
         let nr = kernel.tile().1;
         let strips = b.cols.div_ceil(nr);
-        let mut data = take_scratch(b.rows * strips * nr);
+        let mut data = take_scratch(kernel.steps(b.rows) * strips * nr);
         let parallel = b.rows * b.cols >= THREADING_THRESHOLD / 4 && outside_pool();
         for k0 in (0..b.rows).step_by(KC) {
             let kc = KC.min(b.rows - k0);
-            let block = &mut data[k0 * strips * nr..][..kc * strips * nr];
-            let pack = |(s, strip): (usize, &mut [f32])| pack_strip(b, k0, kc, s * nr, nr, strip);
+            let (start, steps) = (kernel.steps(k0), kernel.steps(kc));
+            let block = &mut data[start * strips * nr..][..steps * strips * nr];
+            let pack = |(s, strip): (usize, &mut [f32])| {
+                if kernel.is_bf16() {
+                    pack_strip_bf16(b, k0, kc, s * nr, nr, strip)
+                } else {
+                    pack_strip(b, k0, kc, s * nr, nr, strip)
+                }
+            };
             if parallel {
-                block.par_chunks_mut(kc * nr).enumerate().for_each(pack);
+                block.par_chunks_mut(steps * nr).enumerate().for_each(pack);
             } else {
-                block.chunks_mut(kc * nr).enumerate().for_each(pack);
+                block.chunks_mut(steps * nr).enumerate().for_each(pack);
             }
         }
         PackedB {
@@ -395,14 +496,18 @@ impl PackedB {
         }
     }
 
-    /// Rows `k0..k0 + kc` of column strip `strip`; they lie in one KC block.
+    /// Rows `k0..k0 + kc` of column strip `strip`; they lie in one KC block
+    /// (for bf16, they are the whole block).
     fn strip(&self, k0: usize, kc: usize, strip: usize) -> &[f32] {
         let nr = self.kernel.tile().1;
         let strips = self.cols.div_ceil(nr);
         let block = k0 / KC * KC;
         let depth = KC.min(self.rows - block);
         debug_assert!(k0 + kc <= block + depth);
-        &self.data[(block * strips + strip * depth + k0 - block) * nr..][..kc * nr]
+        debug_assert!(!self.kernel.is_bf16() || (k0 == block && kc == depth));
+        let (start, steps) = (self.kernel.steps(block), self.kernel.steps(depth));
+        let offset = start * strips + strip * steps + (k0 - block);
+        &self.data[offset * nr..][..self.kernel.steps(kc) * nr]
     }
 }
 
@@ -433,6 +538,50 @@ fn pack_strip(b: Mat, k0: usize, kc: usize, j0: usize, nr: usize, dst: &mut [f32
     }
 }
 
+/// `x` rounded to the nearest bf16, ties to even (NaN stays NaN).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
+    if x.is_nan() {
+        0x7FC0
+    } else {
+        rounded
+    }
+}
+
+/// Two bf16 in one float slot, `lo` in the low half (the depth order
+/// `vdpbf16ps` multiplies in).
+fn bf16_pair(lo: f32, hi: f32) -> f32 {
+    f32::from_bits(u32::from(bf16_bits(lo)) | (u32::from(bf16_bits(hi)) << 16))
+}
+
+/// `pack_strip` for the bf16 kernel: `ceil(kc / 2)` rows of pairs.
+fn pack_strip_bf16(b: Mat, k0: usize, kc: usize, j0: usize, nr: usize, dst: &mut [f32]) {
+    let width = nr.min(b.cols - j0);
+    dst.fill(0.0);
+    for (p, row) in dst.chunks_mut(nr).enumerate() {
+        let (k, k_next) = (k0 + 2 * p, k0 + 2 * p + 1);
+        for (j, slot) in row.iter_mut().enumerate().take(width) {
+            let hi = if k_next < k0 + kc {
+                b.at(k_next, j0 + j)
+            } else {
+                0.0
+            };
+            *slot = bf16_pair(b.at(k, j0 + j), hi);
+        }
+    }
+}
+
+multiversion! {
+/// Rounds `src` to bf16 into `dst` (a bf16 row seen as u16).
+fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(v);
+    }
+}
+}
+
 fn outside_pool() -> bool {
     rayon::current_thread_index().is_none()
 }
@@ -448,7 +597,7 @@ unsafe impl Sync for OutPtr {}
 /// `out = a * b` (or `out += a * b` when `accumulate`), where `out` is
 /// row-major with row stride `ldo`.
 pub fn matmul(a: Mat, b: Mat, out: &mut [f32], ldo: usize, accumulate: bool) {
-    matmul_with(Kernel::best(), a, b, out, ldo, accumulate)
+    matmul_with(Kernel::current(), a, b, out, ldo, accumulate)
 }
 
 /// `matmul` with a chosen kernel (tests run every kernel the CPU has).
@@ -516,27 +665,45 @@ unsafe fn block(
     let strips = rows.len().div_ceil(mr);
     let mut all_ptrs = [ptr::null(); MAX_TASK_ROWS];
     let ptrs = &mut all_ptrs[..strips * mr];
-    with_scratch(rows.len() * KC.min(k) + mr * nr, |scratch| {
-        let (gathered, edge) = scratch.split_at_mut(rows.len() * KC.min(k));
+    let gather_len = rows.len() * KC.min(k);
+    let convert_len = if kernel.is_bf16() {
+        rows.len() * KC.min(k).div_ceil(2)
+    } else {
+        0
+    };
+    with_scratch(gather_len + convert_len + mr * nr, |scratch| {
+        let (gathered, rest) = scratch.split_at_mut(gather_len);
+        let (converted, edge) = rest.split_at_mut(convert_len);
         let mut k0 = 0;
         while k0 < k {
             // Blocks end at B's KC boundaries too, so a block is a run of
-            // rows inside one packed strip block.
-            let k1 = a.block_end(k0, (k0 / KC + 1) * KC);
+            // rows inside one packed strip block (for bf16, the whole block:
+            // the rows are rounded into `converted`, whatever their source).
+            let block_end = ((k0 / KC + 1) * KC).min(k);
+            let k1 = if kernel.is_bf16() {
+                block_end
+            } else {
+                a.block_end(k0, block_end)
+            };
             let kc = k1 - k0;
-            a.row_ptrs(
-                rows.start,
-                k0,
-                k1,
-                &mut gathered[..rows.len() * kc],
-                &mut ptrs[..rows.len()],
-            );
+            let rows_here = &mut ptrs[..rows.len()];
+            if kernel.is_bf16() {
+                rows_as_bf16(a, rows.start, k0..k1, gathered, converted, rows_here);
+            } else {
+                a.row_ptrs(
+                    rows.start,
+                    k0,
+                    k1,
+                    &mut gathered[..rows.len() * kc],
+                    rows_here,
+                );
+            }
             for p in ptrs.iter_mut() {
                 if p.is_null() {
                     *p = ZERO_ROW.as_ptr();
                 }
             }
-            let acc = accumulate || k0 > 0;
+            let (acc, steps) = (accumulate || k0 > 0, kernel.steps(kc));
             for j in (cols.start..cols.end).step_by(nr) {
                 let bstrip = b.strip(k0, kc, j / nr).as_ptr();
                 let width = nr.min(cols.end - j);
@@ -545,12 +712,12 @@ unsafe fn block(
                     let height = mr.min(rows.end - i);
                     let c = out.0.add(i * ldo + j);
                     if height == mr && width == nr {
-                        kernel.run(kc, strip_rows.as_ptr(), bstrip, c, ldo, acc);
+                        kernel.run(steps, strip_rows.as_ptr(), bstrip, c, ldo, acc);
                     } else {
                         // An edge tile: computed whole into `edge`, then the
                         // part inside `out` is stored.
                         kernel.run(
-                            kc,
+                            steps,
                             strip_rows.as_ptr(),
                             bstrip,
                             edge.as_mut_ptr(),
@@ -569,6 +736,49 @@ unsafe fn block(
             k0 = k1;
         }
     })
+}
+
+/// Columns `ks` of rows `i0..i0 + ptrs.len()` of `a`, rounded to bf16 pairs
+/// in `converted` (a row of `ceil(len / 2)` float slots each, zero-padded to
+/// an even length); `ptrs` then points at them.
+fn rows_as_bf16(
+    a: &impl Rows,
+    i0: usize,
+    ks: std::ops::Range<usize>,
+    gathered: &mut [f32],
+    converted: &mut [f32],
+    ptrs: &mut [*const f32],
+) {
+    let (rows, len) = (ptrs.len(), ks.len());
+    let slots = len.div_ceil(2);
+    let converted = &mut converted[..rows * slots];
+    {
+        let halves: &mut [u16] = bytemuck::cast_slice_mut(converted);
+        let mut k0 = ks.start;
+        while k0 < ks.end {
+            let k1 = a.block_end(k0, ks.end);
+            let part = k1 - k0;
+            a.row_ptrs(i0, k0, k1, &mut gathered[..rows * part], ptrs);
+            for (i, &p) in ptrs.iter().enumerate() {
+                let dst = &mut halves[i * 2 * slots + k0 - ks.start..][..part];
+                if p.is_null() {
+                    dst.fill(0);
+                } else {
+                    // SAFETY: `row_ptrs` points at `part` floats of row i.
+                    round_to_bf16(unsafe { std::slice::from_raw_parts(p, part) }, dst);
+                }
+            }
+            k0 = k1;
+        }
+        if len % 2 == 1 {
+            for i in 0..rows {
+                halves[i * 2 * slots + len] = 0;
+            }
+        }
+    }
+    for (i, p) in ptrs.iter_mut().enumerate() {
+        *p = converted[i * slots..].as_ptr();
+    }
 }
 
 /// Plain triple loop with the same contract as `matmul`: the reference the
