@@ -76,6 +76,9 @@ pub fn scale_shift(x: &Tensor, ss: &Tensor) -> Tensor {
     let width = ss.shape()[1];
     let image = x.numel() / x.shape()[0];
     let mut y = vec![0.0; x.numel()];
+    // Chunks of whole pixels inside one image, so a batch of one uses every
+    // thread.
+    let chunk = (GRAIN / c).max(1) * c;
     y.par_chunks_mut(image)
         .zip(x.data().par_chunks(image).zip(ss.data().par_chunks(width)))
         .for_each(|(yi, (xi, s))| {
@@ -84,12 +87,16 @@ pub fn scale_shift(x: &Tensor, ss: &Tensor) -> Tensor {
             } else {
                 (&[][..], s)
             };
-            for (ypx, xpx) in yi.chunks_mut(c).zip(xi.chunks(c)) {
-                for ch in 0..c {
-                    let gain = if has_scale { 1.0 + scale[ch] } else { 1.0 };
-                    ypx[ch] = xpx[ch] * gain + shift[ch];
-                }
-            }
+            yi.par_chunks_mut(chunk)
+                .zip(xi.par_chunks(chunk))
+                .for_each(|(yc, xc)| {
+                    for (ypx, xpx) in yc.chunks_mut(c).zip(xc.chunks(c)) {
+                        for ch in 0..c {
+                            let gain = if has_scale { 1.0 + scale[ch] } else { 1.0 };
+                            ypx[ch] = xpx[ch] * gain + shift[ch];
+                        }
+                    }
+                });
         });
     Tensor::from_vec(x.shape(), y)
 }
@@ -134,29 +141,43 @@ pub fn scale_shift_backward(x: &Tensor, ss: &Tensor, dy: &Tensor) -> (Tensor, Te
     )
 }
 
-/// Channel concatenation `[n, h, w, ca] ++ [n, h, w, cb]` (the U-Net's skips).
+/// Channel concatenation `[n, h, w, ca] ++ [n, h, w, cb]` (the U-Net's
+/// skips), chunks of pixels in parallel.
 pub fn concat(a: &Tensor, b: &Tensor) -> Tensor {
     let (n, h, w, ca) = a.nhwc();
     let (nb, hb, wb, cb) = b.nhwc();
     assert_eq!((n, h, w), (nb, hb, wb), "concat of mismatched images");
-    let mut y = Vec::with_capacity(a.numel() + b.numel());
-    for (pa, pb) in a.data().chunks(ca).zip(b.data().chunks(cb)) {
-        y.extend_from_slice(pa);
-        y.extend_from_slice(pb);
-    }
-    Tensor::from_vec(&[n, h, w, ca + cb], y)
+    let c = ca + cb;
+    let pixels_per_task = (GRAIN / c).max(1);
+    let mut y = vec![0.0; a.numel() + b.numel()];
+    y.par_chunks_mut(pixels_per_task * c)
+        .zip(a.data().par_chunks(pixels_per_task * ca))
+        .zip(b.data().par_chunks(pixels_per_task * cb))
+        .for_each(|((yc, ac), bc)| {
+            for ((px, pa), pb) in yc.chunks_mut(c).zip(ac.chunks(ca)).zip(bc.chunks(cb)) {
+                px[..ca].copy_from_slice(pa);
+                px[ca..].copy_from_slice(pb);
+            }
+        });
+    Tensor::from_vec(&[n, h, w, c], y)
 }
 
 /// Splits a gradient of `concat` back into its two parts.
 pub fn concat_backward(dy: &Tensor, ca: usize) -> (Tensor, Tensor) {
     let (n, h, w, c) = dy.nhwc();
     let cb = c - ca;
-    let mut da = Vec::with_capacity(n * h * w * ca);
-    let mut db = Vec::with_capacity(n * h * w * cb);
-    for px in dy.data().chunks(c) {
-        da.extend_from_slice(&px[..ca]);
-        db.extend_from_slice(&px[ca..]);
-    }
+    let pixels_per_task = (GRAIN / c).max(1);
+    let mut da = vec![0.0; n * h * w * ca];
+    let mut db = vec![0.0; n * h * w * cb];
+    da.par_chunks_mut(pixels_per_task * ca)
+        .zip(db.par_chunks_mut(pixels_per_task * cb))
+        .zip(dy.data().par_chunks(pixels_per_task * c))
+        .for_each(|((ac, bc), yc)| {
+            for ((px, pa), pb) in yc.chunks(c).zip(ac.chunks_mut(ca)).zip(bc.chunks_mut(cb)) {
+                pa.copy_from_slice(&px[..ca]);
+                pb.copy_from_slice(&px[ca..]);
+            }
+        });
     (
         Tensor::from_vec(&[n, h, w, ca], da),
         Tensor::from_vec(&[n, h, w, cb], db),

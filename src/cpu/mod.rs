@@ -19,6 +19,7 @@ pub mod resample;
 pub mod svd;
 
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 use std::cell::RefCell;
 
 thread_local! {
@@ -57,14 +58,30 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// Sums a `[.., c]` tensor over everything but its last dimension: the
-/// gradient of a bias that was broadcast over rows.
+/// gradient of a bias that was broadcast over rows. Chunks of rows in
+/// parallel, each in f64, added in order (the same bits for any thread
+/// count).
 pub fn sum_rows(t: &Tensor) -> Tensor {
+    const ROWS_PER_TASK: usize = 1024;
     let (_, cols) = t.rows_cols();
-    let mut acc = vec![0.0f64; cols];
-    for row in t.data().chunks(cols) {
-        for (a, v) in acc.iter_mut().zip(row) {
-            *a += *v as f64;
+    let partials: Vec<Vec<f64>> = t
+        .data()
+        .par_chunks(ROWS_PER_TASK * cols.max(1))
+        .map(|chunk| {
+            let mut acc = vec![0.0f64; cols];
+            for row in chunk.chunks(cols) {
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += *v as f64;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f64; cols];
+    for part in partials {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
         }
     }
-    Tensor::from_vec(&[cols], acc.into_iter().map(|v| v as f32).collect())
+    Tensor::from_vec(&[cols], total.into_iter().map(|v| v as f32).collect())
 }

@@ -8,11 +8,11 @@
 //! second copy of the activation.
 //!
 //! Threads: images in parallel, and within an image chunks of PIXEL_GRAIN
-//! pixels in parallel, for the sums and the per-pixel passes alike. A sum
-//! adds in f32 across the channels of a pixel (vectorised) over runs of
-//! SUM_RUN pixels, then in f64 over the runs and the chunks in order, so
-//! results do not depend on how many threads there are (and a batch of one
-//! uses them all).
+//! pixels in parallel, for the sums and the per-pixel passes alike. Sums are
+//! f64 per channel (vectorised across the channels of a pixel; f32 sums of
+//! squares lose the variance to cancellation when the mean is large), then
+//! added over the chunks in order, so results do not depend on how many
+//! threads there are (and a batch of one uses them all).
 
 use super::math::{multiversion, sigmoid};
 use crate::tensor::Tensor;
@@ -38,40 +38,32 @@ fn per_channel(group_values: &[f32], cg: usize) -> Vec<f32> {
 
 /// Pixels per task.
 const PIXEL_GRAIN: usize = 1024;
-/// Pixels summed in f32 before the sum moves to f64.
-const SUM_RUN: usize = 64;
 
 /// Two sums per channel over the `pixels` pixels of one image:
-/// `add(range, a, b)` adds the terms of pixels `range` into the f32
+/// `add(range, a, b)` adds the terms of pixels `range` into the
 /// accumulators `a` and `b` (`c` each).
 fn channel_sums(
     pixels: usize,
     c: usize,
-    add: impl Fn(std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync,
+    add: impl Fn(std::ops::Range<usize>, &mut [f64], &mut [f64]) + Sync,
 ) -> Vec<[f64; 2]> {
-    let chunks: Vec<Vec<[f64; 2]>> = (0..pixels.div_ceil(PIXEL_GRAIN))
+    let chunks: Vec<(Vec<f64>, Vec<f64>)> = (0..pixels.div_ceil(PIXEL_GRAIN))
         .into_par_iter()
         .map(|chunk| {
-            let end = ((chunk + 1) * PIXEL_GRAIN).min(pixels);
-            let mut sums = vec![[0.0f64; 2]; c];
-            let (mut a, mut b) = (vec![0.0f32; c], vec![0.0f32; c]);
-            for start in (chunk * PIXEL_GRAIN..end).step_by(SUM_RUN) {
-                a.fill(0.0);
-                b.fill(0.0);
-                add(start..(start + SUM_RUN).min(end), &mut a, &mut b);
-                for (s, (&a, &b)) in sums.iter_mut().zip(a.iter().zip(&b)) {
-                    s[0] += a as f64;
-                    s[1] += b as f64;
-                }
-            }
-            sums
+            let (mut a, mut b) = (vec![0.0f64; c], vec![0.0f64; c]);
+            add(
+                chunk * PIXEL_GRAIN..((chunk + 1) * PIXEL_GRAIN).min(pixels),
+                &mut a,
+                &mut b,
+            );
+            (a, b)
         })
         .collect();
     let mut total = vec![[0.0f64; 2]; c];
-    for chunk in chunks {
-        for (t, s) in total.iter_mut().zip(chunk) {
-            t[0] += s[0];
-            t[1] += s[1];
+    for (a, b) in chunks {
+        for (t, (a, b)) in total.iter_mut().zip(a.into_iter().zip(b)) {
+            t[0] += a;
+            t[1] += b;
         }
     }
     total
@@ -79,9 +71,10 @@ fn channel_sums(
 
 multiversion! {
 /// Adds `x` into `a` and `x^2` into `b`, per channel, over whole pixels.
-fn moments(x: &[f32], a: &mut [f32], b: &mut [f32]) {
+fn moments(x: &[f32], a: &mut [f64], b: &mut [f64]) {
     for px in x.chunks_exact(a.len()) {
         for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(px) {
+            let v = f64::from(v);
             *a += v;
             *b += v * v;
         }
@@ -189,14 +182,14 @@ impl Channels<'_> {
 
 multiversion! {
 /// Adds `dz * xhat` into `a` and `dz` into `b`, per channel, over whole pixels.
-fn backward_sums(k: &Channels<'_>, x: &[f32], dy: &[f32], a: &mut [f32], b: &mut [f32]) {
+fn backward_sums(k: &Channels<'_>, x: &[f32], dy: &[f32], a: &mut [f64], b: &mut [f64]) {
     let c = a.len();
     for (xpx, dypx) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
         let (xpx, dypx, b) = (&xpx[..c], &dypx[..c], &mut b[..c]);
         for ch in 0..c {
             let (xhat, dz) = k.grad_pre_act(ch, xpx[ch], dypx[ch]);
-            a[ch] += dz * xhat;
-            b[ch] += dz;
+            a[ch] += f64::from(dz * xhat);
+            b[ch] += f64::from(dz);
         }
     }
 }
