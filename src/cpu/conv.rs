@@ -8,8 +8,8 @@
 //! weight seen as a `[k*k*cin, cout]` matrix (the patch order (ky, kx, ci) is
 //! the weight's own order), with the patches gathered from the input by the
 //! GEMM's packing step (`Patches`, an implicit im2col: no patch matrix is
-//! written). Backward: weight gradient `dy^T * patches` (patches gathered a
-//! bounded chunk of images at a time into a reused scratch buffer); input
+//! written). Backward: weight gradient `dw^T = patches^T * dy`, the
+//! transposed patches gathered by the packing step too (`PatchesT`); input
 //! gradient at stride 1 the same convolution of `dy` with the weight
 //! flipped and its channels swapped, at stride 2 `dy * W` gathered back per
 //! input pixel (a gather, not a scatter, so pixels run in parallel).
@@ -138,29 +138,6 @@ fn conv_gemm(g: &ConvGeom, x: &[f32], w: &PackedB, out: &mut [f32], accumulate: 
     }
 }
 
-/// Fills `patches` (rows `first..first + rows` of the im2col matrix).
-fn im2col(g: &ConvGeom, x: &[f32], first: usize, patches: &mut [f32]) {
-    let plen = g.patch_len();
-    patches
-        .par_chunks_mut(plen)
-        .enumerate()
-        .for_each(|(i, row)| {
-            let r = first + i;
-            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
-            for ky in 0..g.k {
-                for kx in 0..g.k {
-                    let dst = &mut row[(ky * g.k + kx) * g.cin..][..g.cin];
-                    match g.tap(oy, ox, ky, kx) {
-                        Some((iy, ix)) => {
-                            dst.copy_from_slice(&x[((n * g.h + iy) * g.w + ix) * g.cin..][..g.cin])
-                        }
-                        None => dst.fill(0.0),
-                    }
-                }
-            }
-        });
-}
-
 /// Adds the patch gradients of images `n0..` back into their input pixels.
 fn col2im(g: &ConvGeom, dpatches: &[f32], n0: usize, dx: &mut [f32]) {
     let plen = g.patch_len();
@@ -195,6 +172,57 @@ fn broadcast_bias(out: &mut [f32], bias: Option<&Tensor>, cout: usize) {
     if let Some(b) = bias {
         for row in out.chunks_mut(cout) {
             row.copy_from_slice(b.data());
+        }
+    }
+}
+
+/// The im2col matrix transposed (row: (ky, kx, ci), column: output
+/// pixel), for the weight gradient `dw^T = patches^T * dy`; its rows are
+/// strided through the input, so the packing step gathers them, pixel by
+/// pixel (a pixel's channels are contiguous in `x`).
+struct PatchesT<'a> {
+    g: &'a ConvGeom,
+    x: &'a [f32],
+}
+
+impl Rows for PatchesT<'_> {
+    fn rows(&self) -> usize {
+        self.g.patch_len()
+    }
+
+    fn cols(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+
+    fn row_ptrs(
+        &self,
+        i0: usize,
+        k0: usize,
+        k1: usize,
+        scratch: &mut [f32],
+        ptrs: &mut [*const f32],
+    ) {
+        let (g, kc, rows) = (self.g, k1 - k0, ptrs.len());
+        for (k, r) in (k0..k1).enumerate() {
+            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+            // Runs of rows inside one kernel tap read contiguous channels.
+            let mut i = 0;
+            while i < rows {
+                let (tap, ci0) = ((i0 + i) / g.cin, (i0 + i) % g.cin);
+                let len = (g.cin - ci0).min(rows - i);
+                let column = scratch[i * kc + k..].iter_mut().step_by(kc).take(len);
+                match g.tap(oy, ox, tap / g.k, tap % g.k) {
+                    Some((iy, ix)) => {
+                        let src = &self.x[((n * g.h + iy) * g.w + ix) * g.cin + ci0..][..len];
+                        column.zip(src).for_each(|(d, &v)| *d = v);
+                    }
+                    None => column.for_each(|d| *d = 0.0),
+                }
+                i += len;
+            }
+        }
+        for (i, p) in ptrs.iter_mut().enumerate() {
+            *p = scratch[i * kc..].as_ptr();
         }
     }
 }
@@ -274,18 +302,21 @@ pub fn conv2d_backward(
         }
     } else {
         if let Some(dw) = dw.as_mut() {
-            // Whole images per chunk of patches.
-            let per_image = g.ho * g.wo;
-            let images = (PATCH_ELEMS_PER_CHUNK / (per_image * plen)).clamp(1, g.n);
-            with_scratch(images * per_image * plen, |patches| {
-                for n0 in (0..g.n).step_by(images) {
-                    let rows = images.min(g.n - n0) * per_image;
-                    let first = n0 * per_image;
-                    let patches = &mut patches[..rows * plen];
-                    im2col(&g, x.data(), first, patches);
-                    let dy_chunk = Mat::rows(&dy.data()[first * g.cout..], rows, g.cout);
-                    let patches = Mat::rows(patches, rows, plen);
-                    matmul(dy_chunk.t(), patches, dw, plen, n0 > 0);
+            // dw^T = patches^T * dy ([k*k*cin, cout]), then transposed into
+            // the weight's [cout, k*k*cin].
+            let dy_packed = PackedB::new(dy_mat);
+            with_scratch(plen * g.cout, |dw_t| {
+                matmul_packed(
+                    &PatchesT { g: &g, x: x.data() },
+                    &dy_packed,
+                    dw_t,
+                    g.cout,
+                    false,
+                );
+                for (co, row) in dw.chunks_mut(plen).enumerate() {
+                    for (p, v) in row.iter_mut().enumerate() {
+                        *v = dw_t[p * g.cout + co];
+                    }
                 }
             });
         }
