@@ -1,4 +1,4 @@
-//! CPU U-Net throughput against the GEMM crate's own SGEMM, in one run.
+//! CPU U-Net throughput against the engine's own SGEMM (src/cpu/gemm.rs), in one run.
 //!
 //! Criterion's throughput is set to the FLOPs of each case, so its
 //! "elem/s" figures read as FLOP/s. After the runs, the summary prints the
