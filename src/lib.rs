@@ -21,6 +21,7 @@ pub mod diagnose;
 pub mod emu;
 pub mod error;
 pub mod eval;
+pub mod host_alloc;
 pub mod imageio;
 pub mod metrics;
 pub mod nn;
