@@ -4,7 +4,8 @@
 //! kept instead of panicking).
 //!
 //! The device sits behind `driver::Driver`: the CUDA driver (cudarc, the
-//! PTX modules) or, with `NADB_CUDA_EMULATE=1`, the emulated device
+//! fatbin modules build.rs compiled: SASS for sm_90 and sm_80, PTX for
+//! newer cards) or, with `NADB_CUDA_EMULATE=1`, the emulated device
 //! (`crate::emu`: the same kernels compiled for the host, checked like
 //! compute-sanitizer). Nothing in this folder above the driver knows which.
 //!
@@ -16,7 +17,15 @@
 //! Errors: a failed launch or allocation is stored ("sticky", as the CUDA
 //! runtime does) and every later launch is skipped; `Gpu::check` and every
 //! copy back to the host return it as an `Error`. Ops therefore stay
-//! infallible, and the caller checks once per step or per sample.
+//! infallible, and the caller checks once per step or per sample. A device
+//! that failed stays failed for the process: a fresh process (the GPU
+//! tests run each family in its own) starts from a clean context.
+//!
+//! Opening: no driver library or no device is an absence (`--device auto`
+//! takes the CPU, the GPU tests fall back to the emulated device); a
+//! device that is there but cannot be opened (a module the driver cannot
+//! load, a build without kernels) is a fault (`Unopened::device_present`),
+//! which the GPU tests report as a failure.
 
 pub mod attention;
 pub mod bridge;
@@ -36,13 +45,41 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-mod ptx {
+/// One compiled kernel file.
+pub struct Module {
+    /// The file's stem (`conv` for kernels/conv.cu).
+    pub name: &'static str,
+    /// nvcc's fatbin: SASS for `SASS`, PTX for `PTX_ARCH`.
+    pub fatbin: &'static [u8],
+    /// The PTX ISA version its PTX is written in (the driver must know it
+    /// to JIT it, on a card with none of the SASS).
+    pub ptx_isa: &'static str,
+    /// Every kernel it exports.
+    pub kernels: &'static [&'static str],
+}
+
+mod built {
+    use super::Module;
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-/// (module name, PTX) of every kernel file this build compiled.
-pub fn compiled_modules() -> &'static [(&'static str, &'static str)] {
-    ptx::PTX_MODULES
+/// Every kernel file this build compiled (none without nvcc).
+pub fn compiled_modules() -> &'static [Module] {
+    built::MODULES
+}
+
+/// The GPUs the fatbins hold SASS for (`sm_90`, ...), and the virtual
+/// architecture of their PTX.
+pub fn compiled_archs() -> (&'static [&'static str], &'static str) {
+    (built::SASS, built::PTX_ARCH)
+}
+
+/// The version of the nvcc that compiled them ("none" without one).
+pub fn compiled_nvcc() -> &'static str {
+    match built::NVCC {
+        "" => "none",
+        v => v,
+    }
 }
 
 /// Whether the CUDA driver library can be loaded (cudarc panics in
@@ -83,9 +120,21 @@ pub struct Gpu {
     pub emulated: bool,
     /// Device name, compute capability, memory.
     pub description: String,
+    /// The driver's and the build's versions (CUDA, kernel module, nvcc
+    /// and PTX ISA of the kernels), or that the device is emulated.
+    pub versions: String,
 }
 
-static GPU: OnceLock<std::result::Result<Gpu, String>> = OnceLock::new();
+/// Why no device was opened.
+#[derive(Clone, Debug)]
+pub struct Unopened {
+    pub reason: String,
+    /// A driver and a device are there: not opening them is a fault, not
+    /// an absence.
+    pub device_present: bool,
+}
+
+static GPU: OnceLock<std::result::Result<Gpu, Unopened>> = OnceLock::new();
 
 /// Whether `gpu()` opens the emulated device: `NADB_CUDA_EMULATE=1`.
 pub fn emulation_requested() -> bool {
@@ -96,9 +145,12 @@ pub fn emulation_requested() -> bool {
 /// `NADB_CUDA_EMULATE=1`, else CUDA device 0; an error says why there is
 /// none (no driver library, no device, a build without kernels).
 pub fn gpu() -> Result<&'static Gpu> {
-    GPU.get_or_init(Gpu::open)
-        .as_ref()
-        .map_err(|e| Error(e.clone()))
+    open().map_err(|e| Error(e.reason.clone()))
+}
+
+/// `gpu()`, with whether a device was there when it could not be opened.
+pub fn open() -> std::result::Result<&'static Gpu, &'static Unopened> {
+    GPU.get_or_init(Gpu::open).as_ref()
 }
 
 /// Whether a graph capture is open on the device (work queued now is
@@ -117,7 +169,7 @@ pub(crate) fn opened() -> &'static Gpu {
 }
 
 impl Gpu {
-    fn open() -> std::result::Result<Gpu, String> {
+    fn open() -> std::result::Result<Gpu, Unopened> {
         let emulated = emulation_requested();
         let driver: Box<dyn Driver> = if emulated {
             Box::new(crate::emu::Emulator::open()?)
@@ -125,6 +177,7 @@ impl Gpu {
             Box::new(driver::CudaDriver::open()?)
         };
         Ok(Gpu {
+            versions: driver.versions(),
             description: driver.description(),
             max_shared_bytes: driver.max_shared_bytes(),
             emulated,

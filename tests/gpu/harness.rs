@@ -1,0 +1,75 @@
+//! How the suite starts, seen from outside: this binary run again as a
+//! child with the environment of a broken or absent setup must fail in one
+//! clear line instead of skipping.
+//!
+//! A module the driver cannot load with a device present: the emulated
+//! device stands in for the driver (`NADB_EMU_REFUSE_MODULE`, through the
+//! same `Driver` seam the CUDA driver sits behind). No GPU with
+//! `NADB_REQUIRE_GPU=1`: the child sees no device (`CUDA_VISIBLE_DEVICES`
+//! empty, so this holds on a GPU machine too) and may not fall back to the
+//! emulated device.
+
+use std::process::Command;
+
+pub const TESTS: &[crate::Test] = &[
+    ("harness_refused_module_fails", refused_module_fails),
+    (
+        "harness_require_gpu_without_gpu_fails",
+        require_gpu_without_gpu_fails,
+    ),
+];
+
+/// Runs this binary on one small family with `env` set (and the
+/// variables that choose a device cleared first); returns its exit code
+/// and stdout.
+fn child(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--family", "resample"]);
+    for var in [
+        "NADB_CUDA_EMULATE",
+        "NADB_EMU_REFUSE_MODULE",
+        "NADB_REQUIRE_GPU",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run the test binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Exit 1 and exactly one line, which starts with `start`.
+fn expect_one_failing_line(what: &str, (code, stdout): (Option<i32>, String), start: &str) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    println!("     child ({what}), exit {code:?}: {}", lines.join(" | "));
+    assert_eq!(code, Some(1), "{what}: the child's exit code");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: the child printed {} lines",
+        lines.len()
+    );
+    assert!(
+        lines[0].starts_with(start),
+        "{what}: the child's line does not start with {start:?}"
+    );
+}
+
+fn refused_module_fails() {
+    expect_one_failing_line(
+        "module conv refused, device present",
+        child(&[("NADB_CUDA_EMULATE", "1"), ("NADB_EMU_REFUSE_MODULE", "conv")]),
+        "FAIL gpu tests cannot start: a device is present but cannot be opened: kernel module conv does not load",
+    );
+}
+
+fn require_gpu_without_gpu_fails() {
+    expect_one_failing_line(
+        "NADB_REQUIRE_GPU=1, no device",
+        child(&[("NADB_REQUIRE_GPU", "1"), ("CUDA_VISIBLE_DEVICES", "")]),
+        "FAIL gpu tests cannot start: NADB_REQUIRE_GPU=1 but no GPU: ",
+    );
+}
