@@ -314,8 +314,12 @@ impl Driver for CudaDriver {
     fn begin_capture(&self) -> Result<(), String> {
         use cudarc::driver::sys::CUstreamCaptureMode;
         self.bind()?;
+        // Global mode: while the capture is open the driver refuses, from
+        // any thread, the calls a capture may not contain (allocation,
+        // synchronous copies, waits) rather than running them outside the
+        // graph as relaxed mode would.
         self.stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
             .map_err(|e| format!("{e:?}"))
     }
 

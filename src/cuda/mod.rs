@@ -114,6 +114,10 @@ pub struct Gpu {
     failed: AtomicBool,
     launches: AtomicU64,
     graph_launches: AtomicU64,
+    /// Host waits for the device (downloads and synchronisations), and the
+    /// host launches issued before the last one.
+    waits: AtomicU64,
+    launches_at_last_wait: AtomicU64,
     /// Dynamic shared memory a block may opt in to.
     max_shared_bytes: u32,
     /// Whether this is the emulated device.
@@ -188,6 +192,8 @@ impl Gpu {
             failed: AtomicBool::new(false),
             launches: AtomicU64::new(0),
             graph_launches: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            launches_at_last_wait: AtomicU64::new(0),
         })
     }
 
@@ -218,10 +224,33 @@ impl Gpu {
 
     /// Waits for all queued work, then reports any failure.
     pub fn synchronize(&self) -> Result<()> {
+        if !self.pool.outside_capture(|| "a wait for the device".into()) {
+            return Err(Error(
+                "CUDA: a wait for the device while a graph capture is open".into(),
+            ));
+        }
+        self.count_wait();
         if let Err(e) = self.driver.synchronize() {
             self.fail(format!("synchronize: {e}"));
         }
         self.check()
+    }
+
+    fn count_wait(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.launches_at_last_wait
+            .store(self.launches(), Ordering::Relaxed);
+    }
+
+    /// How many times the host waited for the device so far (a download
+    /// or a synchronisation each), and how many launches had been issued
+    /// at the last wait: a training step that waits once, after queueing
+    /// its update, shows one more wait and `launches()` launches at it.
+    pub fn host_waits(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.launches_at_last_wait.load(Ordering::Relaxed),
+        )
     }
 
     /// Copies host values into a device tensor of the same length,
@@ -242,11 +271,16 @@ impl Gpu {
     /// Copies plain host values (pointer tables, coefficients) to a device
     /// address holding at least `host.len()` of them.
     pub(crate) fn upload_raw<T: bytemuck::Pod>(&self, host: &[T], dst: u64) {
-        if self.has_failed() {
+        let bytes = std::mem::size_of_val(host);
+        if self.has_failed()
+            || !self
+                .pool
+                .outside_capture(|| format!("an upload of {bytes} B from host memory"))
+        {
             return;
         }
         if let Err(e) = self.driver.upload(bytemuck::cast_slice(host), dst) {
-            self.fail(format!("upload of {} B: {e}", std::mem::size_of_val(host)));
+            self.fail(format!("upload of {bytes} B: {e}"));
         }
     }
 
@@ -264,6 +298,15 @@ impl Gpu {
     pub(crate) fn download(&self, src: &Tensor) -> Result<Vec<f32>> {
         self.check()?;
         let n = src.numel();
+        if !self
+            .pool
+            .outside_capture(|| format!("a download of {n} values to host memory"))
+        {
+            return Err(Error(format!(
+                "CUDA: a download of {n} values while a graph capture is open"
+            )));
+        }
+        self.count_wait();
         let copy = |bytes: &mut [u8]| {
             if let Err(e) = self.driver.download(src.device_ptr(), bytes) {
                 self.fail(format!("download of {n} values: {e}"));

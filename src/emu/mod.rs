@@ -291,6 +291,7 @@ impl Driver for Emulator {
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64, String> {
+        self.not_capturing("an allocation")?;
         #[cfg(nadb_emu)]
         {
             let p = unsafe { ffi::emu_alloc(bytes) };

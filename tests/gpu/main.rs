@@ -16,7 +16,8 @@
 //! `NADB_REQUIRE_GPU=1` (the staged GPU run sets it) turns every absence
 //! and every fallback to the emulated device into a failure, in one line.
 //!
-//! Arguments: `--family NAME` (repeatable; `--list-families` names them)
+//! Arguments: `--device-info` prints the first line (or why there is no
+//! device) and exits; `--family NAME` (repeatable; `--list-families` names them)
 //! runs one family of tests, so that each can run in its own process (a
 //! failed launch leaves the device failed for the rest of its process:
 //! the next family starts clean); other words filter test names by
@@ -30,6 +31,7 @@ mod bridge;
 mod common;
 mod conv;
 mod elementwise;
+mod graph;
 mod harness;
 mod norm;
 mod optim;
@@ -52,6 +54,7 @@ const FAMILIES: &[(&str, &[Test])] = &[
     ("resample", resample::TESTS),
     ("bridge", bridge::TESTS),
     ("optim", optim::TESTS),
+    ("graph", graph::TESTS),
     ("unet", unet::TESTS),
     ("probes", probes::TESTS),
     ("harness", harness::TESTS),
@@ -59,6 +62,7 @@ const FAMILIES: &[(&str, &[Test])] = &[
 
 /// What the command line asked for.
 struct Args {
+    device_info: bool,
     families: Vec<String>,
     filter: Vec<String>,
     launched: Option<String>,
@@ -67,6 +71,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        device_info: false,
         families: Vec::new(),
         filter: Vec::new(),
         launched: None,
@@ -80,6 +85,7 @@ fn parse_args() -> Args {
         };
         match a.as_str() {
             "--family" => args.families.push(value("--family")),
+            "--device-info" => args.device_info = true,
             "--launched" => args.launched = Some(value("--launched")),
             "--check-launched" => args.check_launched = Some(value("--check-launched")),
             "--list-families" => {
@@ -142,6 +148,13 @@ fn open_device() -> Result<&'static nadb::cuda::Gpu, String> {
 fn main() {
     let args = parse_args();
     let gpu = open_device();
+    if args.device_info {
+        match gpu {
+            Ok(gpu) => println!("{}", first_line(gpu)),
+            Err(why) => fail_start(&format!("no GPU: {why}")),
+        }
+        return;
+    }
     if let Some(file) = &args.check_launched {
         let gpu = gpu.unwrap_or_else(|why| fail_start(&why));
         let text = std::fs::read_to_string(file)
@@ -169,7 +182,7 @@ fn main() {
             return;
         }
     };
-    println!("gpu: {}; {}", gpu.description, gpu.versions);
+    println!("{}", first_line(gpu));
     let suite = Instant::now();
     // Per family: (passed, failed).
     let mut counts: Vec<(&str, usize, usize)> = Vec::new();
@@ -240,6 +253,12 @@ fn main() {
     if !failed.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// The device, its compute capability, the driver's and the build's
+/// versions (or that the device is emulated).
+fn first_line(gpu: &nadb::cuda::Gpu) -> String {
+    format!("gpu: {}; {}", gpu.description, gpu.versions)
 }
 
 /// Runs one test, printing `ok` with its time or `FAIL` with its message.
