@@ -105,6 +105,11 @@ else
         cat "$tmp/san.txt" >>"$out/sanitizer.txt"
         errors=$(grep -o 'ERROR SUMMARY: [0-9]* error' "$tmp/san.txt" | grep -o '[0-9]*' || echo '?')
         tests_line=$(grep '^gpu tests:' "$tmp/san.txt" || echo "the tests did not finish (exit $rc)")
+        if grep -q 'Device not supported' "$tmp/san.txt"; then
+            # Seen on some runtimes (the tool, not the build): not a failure.
+            note "sanitizer $tool: the tool does not support this device here (exit $rc)"
+            continue
+        fi
         note "sanitizer $tool: ${errors} errors, exit $rc; $tests_line"
         ((rc == 0)) || status=1
     done
@@ -124,6 +129,7 @@ echo "== nadb restore --profile (the shipped sr4-bicubic weights, NFE 10, batch 
 repo="$here/.."
 example="$repo/examples/sr4-bicubic-input.png"
 if [[ -f $example && -f $repo/weights/sr4-bicubic-nadb.safetensors ]]; then
+    mkdir -p "$tmp/restored"
     (cd "$repo" && timeout "$(limit 60)" "$here/nadb" restore --device cuda --task sr4-bicubic --nfe 10 \
         --profile --force "$example" -o "$tmp/restored") >"$out/restore-profile.txt" 2>&1
     rc=$?

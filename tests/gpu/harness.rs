@@ -7,7 +7,10 @@
 //! same `Driver` seam the CUDA driver sits behind). No GPU with
 //! `NADB_REQUIRE_GPU=1`: the child sees no device (`CUDA_VISIBLE_DEVICES`
 //! empty, so this holds on a GPU machine too) and may not fall back to the
-//! emulated device.
+//! emulated device. A failed launch (`NADB_GPU_TESTS_POISON=1`: one that
+//! every device refuses) fails the rest of its process, each later test
+//! saying so, and the next process, as the staged run starts one per
+//! family, runs clean.
 
 use std::process::Command;
 
@@ -72,4 +75,39 @@ fn require_gpu_without_gpu_fails() {
         child(&[("NADB_REQUIRE_GPU", "1"), ("CUDA_VISIBLE_DEVICES", "")]),
         "FAIL gpu tests cannot start: NADB_REQUIRE_GPU=1 but no GPU: ",
     );
+}
+
+fn failed_launch_recovers() {
+    // Where this process runs: the GPU, or the emulated device.
+    let emulate = if crate::common::emulated() { "1" } else { "0" };
+    let (code, stdout) = child(&[
+        ("NADB_CUDA_EMULATE", emulate),
+        ("NADB_GPU_TESTS_POISON", "1"),
+    ]);
+    let not_run = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("FAIL ")
+                && l.contains("not run, the device failed earlier in this process")
+        })
+        .count();
+    println!(
+        "     poisoned child, exit {code:?}: {}",
+        stdout
+            .lines()
+            .find(|l| l.starts_with("FAIL "))
+            .unwrap_or("no FAIL line")
+    );
+    assert_eq!(code, Some(1), "the poisoned child's exit code");
+    assert_eq!(
+        not_run,
+        crate::resample::TESTS.len(),
+        "every test of the poisoned child says why it did not run"
+    );
+    let (code, stdout) = child(&[("NADB_CUDA_EMULATE", emulate)]);
+    println!(
+        "     fresh child, exit {code:?}: {}",
+        stdout.lines().last().unwrap_or("")
+    );
+    assert_eq!(code, Some(0), "the next process: {stdout}");
 }

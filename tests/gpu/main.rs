@@ -183,6 +183,9 @@ fn main() {
         }
     };
     println!("{}", first_line(gpu));
+    if std::env::var("NADB_GPU_TESTS_POISON").is_ok_and(|v| v == "1") {
+        poison(gpu);
+    }
     let suite = Instant::now();
     // Per family: (passed, failed).
     let mut counts: Vec<(&str, usize, usize)> = Vec::new();
@@ -253,6 +256,17 @@ fn main() {
     if !failed.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// Fails the device for the rest of this process with a launch every
+/// device refuses (1025 threads a block), through the sticky launch path:
+/// `NADB_GPU_TESTS_POISON=1`, for the harness tests of the recovery.
+fn poison(gpu: &nadb::cuda::Gpu) {
+    use nadb::tensor::{DType, Tensor};
+    let x = Tensor::zeros(&[1025]).to_cuda(DType::F32).expect("upload");
+    let arg = nadb::cuda::Arg::Ptr(x.device_ptr());
+    let args = [arg, arg, nadb::cuda::Arg::I32(0)];
+    gpu.launch_named("probe_barrier", (1, 1, 1), (1025, 1, 1), 0, &args);
 }
 
 /// The device, its compute capability, the driver's and the build's
