@@ -20,6 +20,10 @@ pub const TESTS: &[crate::Test] = &[
         "harness_require_gpu_without_gpu_fails",
         require_gpu_without_gpu_fails,
     ),
+    (
+        "harness_failed_launch_recovers_in_a_fresh_process",
+        failed_launch_recovers,
+    ),
 ];
 
 /// Runs this binary on one small family with `env` set (and the

@@ -55,9 +55,10 @@ const FAMILIES: &[(&str, &[Test])] = &[
     ("bridge", bridge::TESTS),
     ("optim", optim::TESTS),
     ("graph", graph::TESTS),
-    ("unet", unet::TESTS),
     ("probes", probes::TESTS),
     ("harness", harness::TESTS),
+    // Last: the slowest on the emulated device.
+    ("unet", unet::TESTS),
 ];
 
 /// What the command line asked for.
