@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # stage/run.sh (scripts/stage-gpu.sh copies this file there): every GPU
 # test and benchmark of the staged build, on the GPU machine; results in
-# $1 (or $OUT). Steps, inside a budget of BUDGET_S seconds (450: under 8
+# $1 (or $OUT). Steps, inside a budget of BUDGET_S seconds (420: under 8
 # minutes on an H100), each timed out to what is left of it:
 #
 #  1. the device (gpu-tests --device-info, NADB_REQUIRE_GPU=1): without a
@@ -25,7 +25,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-${OUT:?usage: run.sh OUT_DIR}}"
 mkdir -p "$out"
 start=$SECONDS
-budget=${BUDGET_S:-450}
+budget=${BUDGET_S:-420}
 # Seconds for the next command: `cap`, or what is left of the budget.
 limit() {
     local cap=$1 left=$((budget - (SECONDS - start)))
