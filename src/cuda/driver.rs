@@ -96,13 +96,29 @@ fn kernel_module_version() -> Option<String> {
 /// (compute_90), nvcc 13.0.88".
 pub(crate) fn build_kernels() -> String {
     let (sass, ptx) = super::compiled_archs();
+    match super::compiled_modules().first() {
+        None => "no kernels (built without nvcc)".into(),
+        Some(m) => format!(
+            "SASS {} + PTX ISA {} ({ptx}), nvcc {}",
+            sass.join(", "),
+            m.ptx_isa,
+            super::compiled_nvcc()
+        ),
+    }
+}
+
+/// How a kernel module the driver would not load is reported: which
+/// module, on which device, the error, what the build holds (its SASS and
+/// the PTX ISA a driver must know to JIT it elsewhere) and the versions.
+pub(crate) fn module_refused(name: &str, device: &str, error: &str, versions: &str) -> String {
     let isa = super::compiled_modules()
-        .first()
+        .iter()
+        .find(|m| m.name == name)
         .map_or("none", |m| m.ptx_isa);
     format!(
-        "SASS {} + PTX ISA {isa} ({ptx}), nvcc {}",
-        sass.join(", "),
-        super::compiled_nvcc()
+        "kernel module {name} does not load on {device}: {error}; the build holds {} \
+         (a card with none of that SASS needs a driver that knows PTX ISA {isa}) [{versions}]",
+        build_kernels()
     )
 }
 
@@ -170,14 +186,9 @@ impl CudaDriver {
             .map(|m| {
                 ctx.load_module(cudarc::nvrtc::Ptx::from_binary(m.fatbin.to_vec()))
                     .map(|loaded| (m.name, loaded))
-                    .map_err(|e| {
-                        fault(format!(
-                            "kernel module {} does not load on {description}: {e:?}; it holds {} \
-                             (a card with none of that SASS needs a driver that knows PTX ISA {})",
-                            m.name,
-                            build_kernels(),
-                            m.ptx_isa
-                        ))
+                    .map_err(|e| Unopened {
+                        reason: module_refused(m.name, &description, &format!("{e:?}"), &versions),
+                        device_present: true,
                     })
             })
             .collect::<Result<Vec<_>, Unopened>>()?;

@@ -9,7 +9,7 @@
 //! addresses, so no one else may get them until the graph is dropped.
 //! While a capture is open the pool only hands out cached buffers: a
 //! buffer it would have to take from the driver, like an upload, a
-//! download or a wait for the device (`Gpu::outside_capture`), breaks the
+//! download or a wait for the device (`outside_capture`), breaks the
 //! capture rules; the first such call is kept and the capture fails with
 //! it (the device itself is not failed, as a CUDA capture that was
 //! invalidated leaves the context usable).

@@ -74,12 +74,9 @@ pub fn compiled_archs() -> (&'static [&'static str], &'static str) {
     (built::SASS, built::PTX_ARCH)
 }
 
-/// The version of the nvcc that compiled them ("none" without one).
+/// The version of the nvcc that compiled them (empty without one).
 pub fn compiled_nvcc() -> &'static str {
-    match built::NVCC {
-        "" => "none",
-        v => v,
-    }
+    built::NVCC
 }
 
 /// Whether the CUDA driver library can be loaded (cudarc panics in

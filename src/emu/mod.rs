@@ -87,10 +87,11 @@ impl Emulator {
     pub fn open() -> Result<Emulator, Unopened> {
         if let Ok(module) = std::env::var("NADB_EMU_REFUSE_MODULE") {
             return Err(Unopened {
-                reason: format!(
-                    "kernel module {module} does not load on the emulated device \
-                     (NADB_EMU_REFUSE_MODULE, standing in for a driver that refuses it) [{}]",
-                    EMULATED_VERSIONS
+                reason: crate::cuda::driver::module_refused(
+                    &module,
+                    "the emulated device",
+                    "refused (NADB_EMU_REFUSE_MODULE, standing in for a driver that cannot load it)",
+                    EMULATED_VERSIONS,
                 ),
                 device_present: true,
             });

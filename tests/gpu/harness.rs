@@ -48,8 +48,12 @@ fn child(env: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
-/// Exit 1 and exactly one line, which starts with `start`.
-fn expect_one_failing_line(what: &str, (code, stdout): (Option<i32>, String), start: &str) {
+/// Exit 1 and exactly one line, which starts with `start`; returns it.
+fn expect_one_failing_line(
+    what: &str,
+    (code, stdout): (Option<i32>, String),
+    start: &str,
+) -> String {
     let lines: Vec<&str> = stdout.lines().collect();
     println!("     child ({what}), exit {code:?}: {}", lines.join(" | "));
     assert_eq!(code, Some(1), "{what}: the child's exit code");
@@ -63,14 +67,20 @@ fn expect_one_failing_line(what: &str, (code, stdout): (Option<i32>, String), st
         lines[0].starts_with(start),
         "{what}: the child's line does not start with {start:?}"
     );
+    lines[0].to_string()
 }
 
 fn refused_module_fails() {
-    expect_one_failing_line(
+    let line = expect_one_failing_line(
         "module conv refused, device present",
         child(&[("NADB_CUDA_EMULATE", "1"), ("NADB_EMU_REFUSE_MODULE", "conv")]),
         "FAIL gpu tests cannot start: a device is present but cannot be opened: kernel module conv does not load",
     );
+    // What the driver's refusal says too: the build's SASS and PTX ISA.
+    if !nadb::cuda::compiled_modules().is_empty() {
+        assert!(line.contains("the build holds SASS sm_90, sm_80"), "{line}");
+        assert!(line.contains("needs a driver that knows PTX ISA"), "{line}");
+    }
 }
 
 fn require_gpu_without_gpu_fails() {
