@@ -111,13 +111,15 @@ pub(crate) fn build_kernels() -> String {
 /// module, on which device, the error, what the build holds (its SASS and
 /// the PTX ISA a driver must know to JIT it elsewhere) and the versions.
 pub(crate) fn module_refused(name: &str, device: &str, error: &str, versions: &str) -> String {
-    let isa = super::compiled_modules()
-        .iter()
-        .find(|m| m.name == name)
-        .map_or("none", |m| m.ptx_isa);
+    let needs = match super::compiled_modules().iter().find(|m| m.name == name) {
+        Some(m) => format!(
+            " (a card with none of that SASS needs a driver that knows PTX ISA {})",
+            m.ptx_isa
+        ),
+        None => String::new(),
+    };
     format!(
-        "kernel module {name} does not load on {device}: {error}; the build holds {} \
-         (a card with none of that SASS needs a driver that knows PTX ISA {isa}) [{versions}]",
+        "kernel module {name} does not load on {device}: {error}; the build holds {}{needs} [{versions}]",
         build_kernels()
     )
 }
