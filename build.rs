@@ -1,12 +1,14 @@
-//! Compiles every `kernels/*.cu` twice: to PTX for the GPU machines
-//! (sm_90) with nvcc, when one is found, and for the host with the C++
-//! compiler (the `cc` crate), as the emulated device's kernels (src/emu/,
+//! Compiles every `kernels/*.cu` twice: with nvcc, when one is found, to a
+//! fatbin per file for the GPU machines (SASS for sm_90 and sm_80, so the
+//! driver loads them without a JIT on H100/H200 and A100, plus compute_90
+//! PTX that newer cards JIT), and for the host with the C++ compiler (the
+//! `cc` crate), as the emulated device's kernels (src/emu/,
 //! kernels/host/). Tells the crate which kernels it embeds.
 //!
 //! nvcc is looked for in `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, then the
 //! project's own toolchain (`.toolchain/cuda`, scripts/install-cuda-toolchain.sh). Without
-//! nvcc the build succeeds and embeds no PTX; the CUDA backend then reports
-//! that this build has no kernels.
+//! nvcc the build succeeds and embeds no kernels; the CUDA backend then
+//! reports that this build has none.
 
 use std::env;
 use std::fs;
@@ -31,6 +33,10 @@ fn find_nvcc() -> Option<PathBuf> {
     candidates.push(manifest.join(".toolchain/cuda/bin/nvcc"));
     candidates.into_iter().find(|p| p.is_file())
 }
+
+/// The real GPUs the fatbins carry SASS for (`sm_XY`), newest first; the
+/// PTX is for the first one's virtual architecture.
+const SASS_ARCHS: [&str; 2] = ["90", "80"];
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
@@ -57,9 +63,9 @@ fn main() {
             .expect("a .cu file has a stem")
             .to_string_lossy()
             .into_owned();
-        let ptx = out.join(format!("{stem}.ptx"));
-        compile(nvcc, src, &ptx);
-        compiled.push((stem, ptx));
+        let isa = compile(nvcc, src, &out, &stem);
+        let kernels = exported_kernels(&fs::read_to_string(src).expect("read a kernel file"));
+        compiled.push((stem, isa, kernels));
     }
     if nvcc.is_none() && !sources.is_empty() {
         println!(
@@ -70,60 +76,107 @@ fn main() {
     // The table the CUDA backend loads its modules from.
     let table: String = compiled
         .iter()
-        .map(|(stem, ptx)| {
+        .map(|(stem, isa, kernels)| {
+            let fatbin = out.join(format!("{stem}.fatbin"));
             format!(
-                "    ({stem:?}, include_str!({:?})),\n",
-                ptx.display().to_string()
+                "    Module {{ name: {stem:?}, fatbin: include_bytes!({:?}), ptx_isa: {isa:?}, kernels: &{kernels:?} }},\n",
+                fatbin.display().to_string()
             )
         })
         .collect();
+    let archs: Vec<String> = SASS_ARCHS.iter().map(|a| format!("sm_{a}")).collect();
+    let release = nvcc.as_deref().map(nvcc_release).unwrap_or_default();
     fs::write(
         out.join("kernels.rs"),
-        format!("/// (module name, PTX) of every compiled kernel file.\npub const PTX_MODULES: &[(&str, &str)] = &[\n{table}];\n"),
+        format!(
+            "/// Every compiled kernel file.\npub const MODULES: &[Module] = &[\n{table}];\n\
+             /// The GPUs the fatbins hold SASS for.\npub const SASS: &[&str] = &{archs:?};\n\
+             /// The virtual architecture of their PTX.\npub const PTX_ARCH: &str = \"compute_{}\";\n\
+             /// The nvcc that compiled them (empty: none).\npub const NVCC: &str = {release:?};\n",
+            SASS_ARCHS[0]
+        ),
     )
     .expect("write kernels.rs");
 }
 
-fn compile(nvcc: &Path, src: &Path, ptx: &Path) {
-    let status = Command::new(nvcc)
-        .args([
-            "-ptx",
-            "-arch=sm_90",
-            "-O3",
-            "-std=c++17",
-            "-lineinfo",
-            "-o",
-        ])
-        .arg(ptx)
-        .arg(src)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
-    assert!(status.success(), "nvcc failed on {}", src.display());
-    // One build note per kernel: registers, shared memory and spills.
-    let report = Command::new(nvcc)
-        .args([
-            "-cubin",
-            "-arch=sm_90",
-            "-O3",
-            "-std=c++17",
-            "-Xptxas=-v",
-            "-o",
-            "/dev/null",
-        ])
-        .arg(src)
+/// nvcc's version (`V13.0.88` from its `--version`).
+fn nvcc_release(nvcc: &Path) -> String {
+    let out = Command::new(nvcc)
+        .arg("--version")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
-    let (mut kernel, mut spills) = (String::new(), String::new());
-    for line in String::from_utf8_lossy(&report.stderr).lines() {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("release"))
+        .and_then(|l| l.rsplit(", ").next())
+        .unwrap_or("unknown")
+        .trim_start_matches('V')
+        .to_string()
+}
+
+/// Compiles `src` to `OUT_DIR/<stem>.fatbin` (SASS for every `SASS_ARCHS`,
+/// PTX for the first) and returns the PTX ISA version it was written in
+/// (`.version` of the kept PTX). Prints ptxas's registers, shared memory
+/// and spills per sm_90 kernel as build notes.
+fn compile(nvcc: &Path, src: &Path, out: &Path, stem: &str) -> String {
+    let keep = out.join(format!("nvcc-{stem}"));
+    fs::create_dir_all(&keep).expect("create nvcc's keep folder");
+    let mut cmd = Command::new(nvcc);
+    cmd.arg("-fatbin");
+    for a in SASS_ARCHS {
+        cmd.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
+    }
+    let ptx_arch = SASS_ARCHS[0];
+    cmd.arg(format!(
+        "-gencode=arch=compute_{ptx_arch},code=compute_{ptx_arch}"
+    ))
+    .args([
+        "-O3",
+        "-std=c++17",
+        "-lineinfo",
+        "-Xptxas=-v",
+        "--keep",
+        "--keep-dir",
+    ])
+    .arg(&keep)
+    .arg("-o")
+    .arg(out.join(format!("{stem}.fatbin")))
+    .arg(src);
+    let report = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(
+        report.status.success(),
+        "nvcc failed on {}:\n{stderr}",
+        src.display()
+    );
+    // One build note per sm_90 kernel: registers, shared memory and spills.
+    let (mut kernel, mut spills) = (None, String::new());
+    for line in stderr.lines() {
         let line = line.trim_start_matches("ptxas info    : ").trim();
         if let Some(rest) = line.strip_prefix("Compiling entry function '") {
-            kernel = rest.split('\'').next().unwrap_or_default().to_string();
+            let (name, target) = rest.split_once("' for '").unwrap_or((rest, ""));
+            kernel = target
+                .starts_with(&format!("sm_{ptx_arch}"))
+                .then(|| name.to_string());
         } else if line.contains("spill stores") {
             spills = line.to_string();
-        } else if let Some(used) = line.strip_prefix("Used ") {
-            println!("cargo:warning=ptxas {kernel}: {used}; {spills}");
+        } else if let (Some(k), Some(used)) = (&kernel, line.strip_prefix("Used ")) {
+            println!("cargo:warning=ptxas {k}: {used}; {spills}");
         }
     }
+    let ptx = keep.join(format!("{stem}.compute_{ptx_arch}.ptx"));
+    let ptx =
+        fs::read_to_string(&ptx).unwrap_or_else(|e| panic!("nvcc kept no {}: {e}", ptx.display()));
+    let isa = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".version "))
+        .unwrap_or_else(|| panic!("{stem}'s PTX has no .version line"))
+        .trim()
+        .to_string();
+    fs::remove_dir_all(&keep).ok();
+    isa
 }
 
 /// The kernels a `.cu` file exports: `EXPORT_F32_BF16(NAME, ...)` gives

@@ -18,7 +18,7 @@
 // Arithmetic mirrors the CPU expression by expression with the _rn intrinsics
 // (which the compiler never contracts into FMAs), so f32 results match the
 // CPU bit for bit given the same inputs and noise (the noise itself can differ
-// in about one value in 2^29, see common.cuh).
+// from the CPU's by an f32 ulp in rare values, see src/rng.rs).
 //
 // Layout: flat arrays (NHWC tensors as one run of elements); the batch index
 // of element i is i / image_len.

@@ -1,6 +1,7 @@
 // Shared by every kernel file: element types, loads and stores that widen
-// to f32, reductions, and the Philox 4x32-10 generator that src/rng.rs
-// mirrors bit for bit (same counter/key layout, Box-Muller in double).
+// to f32, reductions, and the Philox 4x32-10 generator of src/rng.rs (same
+// counter/key layout and bits; its Box-Muller normals in double agree with
+// the CPU's to an f32 ulp, or 1e-14 near 0: see src/rng.rs).
 #pragma once
 #include <stdint.h>
 
@@ -40,6 +41,11 @@ __device__ __forceinline__ float ld(const float* p, long i) { return p[i]; }
 __device__ __forceinline__ float ld(const bf16* p, long i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ void st(float* p, long i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(bf16* p, long i, float v) { p[i] = __float2bfloat16(v); }
+
+// Element `ch` of pixel `pixel` of an NHWC tensor with `channels` channels.
+// A pixel index fits an int; an element index need not (adm256 at batch 64
+// and 256 x 256 has 2^31 elements in one skip concat), so it is a long.
+__device__ __forceinline__ long nhwc(long pixel, int channels, int ch) { return pixel * channels + ch; }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
 
@@ -91,7 +97,8 @@ __device__ __forceinline__ uint4x philox_block(uint64_t seed, uint64_t stream, u
                          (uint32_t)(stream >> 32), (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
-// Box-Muller on one lane pair, in double, rounded once to float (as rng.rs).
+// Box-Muller on one lane pair, in double, rounded once to float (as rng.rs,
+// which takes cos/sin(2 pi u2) with 2 pi u2 rounded: see its note).
 __device__ __forceinline__ void box_muller(uint32_t x, uint32_t y, float* z0, float* z1) {
     double u1 = ((double)x + 1.0) / 4294967296.0;
     double u2 = (double)y / 4294967296.0;

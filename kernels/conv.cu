@@ -4,7 +4,8 @@
 //
 // Computes: y = conv(x, W) + b (square kernel k, k odd, zero padding k/2,
 // stride s), the input gradient dx ("dgrad"), the weight gradient dW
-// ("wgrad"), the bias gradient db = dy summed over rows (f32 accumulation).
+// ("wgrad", stored in f32 for either storage type: it feeds the f32 master
+// weights), the bias gradient db = dy summed over rows (f32 accumulation).
 // A linear layer is the 1x1 stride-1 case over x seen as [rows, 1, 1, in].
 //
 // Layout: NHWC activations, weight [cout, k, k, cin], bias [cout]. Every
@@ -22,8 +23,10 @@
 // registers -> shared, so the next slice's loads are in flight during this
 // slice's math. f32: plain FMA (SIMT), 4x4 outputs per thread, so results
 // match the CPU to rounding. bf16: tensor cores (mma.sync m16n8k16, f32
-// accumulation), 8 warps of 32 x 16 outputs. Sizes are int: the Rust side
-// asserts every tensor has fewer than 2^31 elements.
+// accumulation), 8 warps of 32 x 16 outputs. Pixel counts and weight
+// sizes are int (the Rust side asserts they are below 2^31); activation
+// element offsets are long (`nhwc`), so an activation may pass 2^31
+// elements.
 //
 // Numbers: not yet measured on a GPU.
 #include "common.cuh"
@@ -267,7 +270,7 @@ template <typename T>
 __device__ __forceinline__ T patch_value(const T* x, const Geom& g, int4 e, int ky, int kx, int ci, bool ok) {
     const int iy = e.y + ky, ix = e.z + kx;
     T v = zero<T>();
-    if (ok && e.x >= 0 && inside(iy, g.h) && inside(ix, g.w)) v = x[((e.x + iy) * g.w + ix) * g.cin + ci];
+    if (ok && e.x >= 0 && inside(iy, g.h) && inside(ix, g.w)) v = x[nhwc((e.x + iy) * g.w + ix, g.cin, ci)];
     return v;
 }
 
@@ -320,7 +323,7 @@ __device__ void conv_fwd_impl(const T* __restrict__ x, const T* __restrict__ wt,
     __syncthreads();
     gemm_tile<T>(p, 0, p.ktot, [&](int r, int c, float v) {
         const int m = p.m0 + r, co = p.n0 + c;
-        if (m < p.mtot && co < cout) st(y, (long)m * cout + co, bias ? v + ld(bias, co) : v);
+        if (m < p.mtot && co < cout) st(y, nhwc(m, cout, co), bias ? v + ld(bias, co) : v);
     });
 }
 #define CONV_FWD_PARAMS(T)                                                                                  \
@@ -378,7 +381,7 @@ template <typename T> struct Dgrad {
                 const int oy = ty / g.s, ox = tx / g.s;
                 T v = zero<T>();
                 if (kin && e.x >= 0 && ty >= 0 && tx >= 0 && oy < g.ho && ox < g.wo)
-                    v = dy[((e.y + oy) * g.wo + ox) * g.cout + co];
+                    v = dy[nhwc((e.y + oy) * g.wo + ox, g.cout, co)];
                 ra[i] = v;
             }
         }
@@ -421,7 +424,7 @@ __device__ void conv_dgrad_impl(const T* __restrict__ dy, const T* __restrict__ 
     // K = 0 (no tap reaches the phase): it gets zeros.
     gemm_tile<T>(p, 0, nky * p.nkx * cout, [&](int r, int c, float v) {
         const int pixel = rows[r].x, ci = p.n0 + c;
-        if (pixel >= 0 && ci < cin) st(dx, (long)pixel * cin + ci, v);
+        if (pixel >= 0 && ci < cin) st(dx, nhwc(pixel, cin, ci), v);
     });
 }
 #define CONV_DGRAD_PARAMS(T)                                                                                   \
@@ -459,7 +462,7 @@ template <typename T> struct Wgrad {
         for (int i = 0; i < PER_THREAD; ++i) {
             const int kl = elem_k<false>(i), p = k0 + kl;
             T va = zero<T>();
-            if (co < g.cout && p < k_end) va = dy[p * g.cout + co];
+            if (co < g.cout && p < k_end) va = dy[nhwc(p, g.cout, co)];
             ra[i] = va;
             rb[i] = patch_value(x, g, pix[buf][kl], ky, kx, ci, col_ok);
         }
@@ -468,8 +471,10 @@ template <typename T> struct Wgrad {
 
 // Block z sums output pixels [z*chunk, min((z+1)*chunk, n*ho*wo)). With
 // `part` null (one split) it writes dw; else its f32 partial to part[z].
+// dw is f32 whatever T is: the optimizer's f32 master weights take the
+// gradient as it was accumulated, never rounded to bf16.
 template <typename T>
-__device__ void conv_wgrad_impl(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw,
+__device__ void conv_wgrad_impl(const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ dw,
                                 float* __restrict__ part, int n, int h, int w, int cin, int cout, int k, int s, int ho,
                                 int wo, int chunk) {
     __shared__ int4 pix[2][BK];
@@ -486,25 +491,23 @@ __device__ void conv_wgrad_impl(const T* __restrict__ x, const T* __restrict__ d
         if (co >= cout || kk >= kc) return;
         const int i = co * kc + kk;
         if (part) part[(long)blockIdx.z * (cout * kc) + i] = v;
-        else st(dw, i, v);
+        else dw[i] = v;
     });
 }
 #define CONV_WGRAD_PARAMS(T)                                                                                  \
-    (const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw, float* __restrict__ part, int n, int h, \
+    (const T* __restrict__ x, const T* __restrict__ dy, float* __restrict__ dw, float* __restrict__ part, int n, int h, \
      int w, int cin, int cout, int k, int s, int ho, int wo, int chunk)
 EXPORT_F32_BF16(conv_wgrad, CONV_WGRAD_PARAMS, (x, dy, dw, part, n, h, w, cin, cout, k, s, ho, wo, chunk))
 
 // ---- reductions -----------------------------------------------------------------
-// out[i] = sum over z < parts of part[z*count + i] (the split wgrad).
-template <typename T> __device__ void conv_reduce_parts_impl(const float* __restrict__ part, T* __restrict__ out, int count, int parts) {
+// out[i] = sum over z < parts of part[z*count + i] (the split wgrad, f32).
+extern "C" __global__ void conv_reduce_parts(const float* __restrict__ part, float* __restrict__ out, int count,
+                                             int parts) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) {
         float acc = 0.0f;
         for (int z = 0; z < parts; ++z) acc += part[(long)z * count + i];
-        st(out, i, acc);
+        out[i] = acc;
     }
 }
-#define REDUCE_PARTS_PARAMS(T) (const float* __restrict__ part, T* __restrict__ out, int count, int parts)
-EXPORT_F32_BF16(conv_reduce_parts, REDUCE_PARTS_PARAMS, (part, out, count, parts))
-
 
 }  // namespace conv

@@ -308,11 +308,11 @@ EXPORT_F32_BF16(group_norm_bwd_partial, GN_BWD_PARTIAL_PARAMS,
 
 // Grid (ceil(c/32), n+1), 256 threads (8 warps x 32 channels). Row y < n:
 // ws2[y, ch] = sum over splits of ws1[y, s, ch]. Row y = n: dgamma[ch],
-// dbeta[ch] = sum over all (image, split) rows. T is gamma's type (only the
-// parameter gradients are stored in it).
-template <typename T>
-__device__ void group_norm_bwd_reduce_impl(const float* ws1, float* ws2, T* dgamma, T* dbeta, int n, int splits,
-                                           int c) {
+// dbeta[ch] = sum over all (image, split) rows, stored in f32 whatever the
+// activations' type (the optimizer's f32 master weights take them
+// unrounded).
+extern "C" __global__ void group_norm_bwd_reduce(const float* ws1, float* ws2, float* dgamma, float* dbeta, int n,
+                                                 int splits, int c) {
     __shared__ float2 acc[32][33];  // [warp][lane], up to 32 warps
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int ch = blockIdx.x * 32 + lane;
@@ -342,13 +342,11 @@ __device__ void group_norm_bwd_reduce_impl(const float* ws1, float* ws2, T* dgam
         if (y < n) {
             reinterpret_cast<float2*>(ws2)[(long)y * c + ch] = make_float2(a, b);
         } else {
-            st(dgamma, ch, a);
-            st(dbeta, ch, b);
+            dgamma[ch] = a;
+            dbeta[ch] = b;
         }
     }
 }
-#define GN_BWD_REDUCE_PARAMS(T) (const float* ws1, float* ws2, T* dgamma, T* dbeta, int n, int splits, int c)
-EXPORT_F32_BF16(group_norm_bwd_reduce, GN_BWD_REDUCE_PARAMS, (ws1, ws2, dgamma, dbeta, n, splits, c))
 
 // Grid (splits, n). Dynamic shared memory: 4 * groups floats.
 template <typename T>

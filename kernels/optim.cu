@@ -2,12 +2,15 @@
 // lives end to end in one buffer each for the master weights, AdamW's m and
 // v, the EMA weights and the gradients (src/cuda/optim.rs, FlatOptimizer).
 //
-//   gather_grads        each parameter's gradient (a device tensor of type T,
-//                       found through a pointer table) into the flat f32
-//                       gradient buffer, plus one f64 sum of squares per chunk;
+//   gather_grads        each parameter's gradient (an f32 device tensor in
+//                       either mode, found through a pointer table) into the
+//                       flat f32 gradient buffer, plus one f64 sum of squares
+//                       per chunk;
 //   grad_norm_finalize  sums the per-chunk partials in a fixed order into
 //                       the global norm (f32, sqrt taken in f64 as
-//                       optim::clip_grad_norm does);
+//                       optim::clip_grad_norm does), NaN when the step's loss
+//                       (if given) is not finite, and copies that loss
+//                       beside it (one read gives the host both);
 //   adamw_flat          clip_grad_norm's scaling (k = clip / (norm + 1e-6)
 //                       when norm > clip) then AdamW in optim::AdamW's order:
 //                       decoupled decay, moments, bias-corrected update;
@@ -15,8 +18,8 @@
 //   scatter_params      the master weights into each working parameter (T).
 //
 // adamw_flat and ema_flat read the norm from device memory; when it is not
-// finite (a NaN or infinite gradient) they change nothing, where the CPU
-// trainer stops before updating. (Finite gradients whose norm overflows f32,
+// finite (a NaN or infinite gradient, or loss) they change nothing, where
+// the CPU trainer stops before updating. (Finite gradients whose norm overflows f32,
 // above 3.4e38, are skipped too; the CPU would zero them and only decay.)
 // The arithmetic mirrors the CPU's f32 expressions with the _rn intrinsics
 // (never contracted into FMAs).
@@ -60,20 +63,19 @@ __device__ __forceinline__ Chunk chunk_at(const unsigned long long* offsets,
 }  // namespace optim_k
 
 // ---- gather: gradients -> flat f32, with per-chunk sums of squares --------
-template <typename T>
-__device__ void gather_grads_impl(const unsigned long long* ptrs, const unsigned long long* offsets,
-                                  const unsigned long long* chunks, long nchunks, long chunk,
-                                  float* flat, double* partials) {
+extern "C" __global__ void gather_grads(const unsigned long long* ptrs, const unsigned long long* offsets,
+                                        const unsigned long long* chunks, long nchunks, long chunk, float* flat,
+                                        double* partials) {
     using namespace optim_k;
     __shared__ double scratch[32];
     // c depends on blockIdx only, so the whole block takes the same trips.
     for (long c = blockIdx.x; c < nchunks; c += gridDim.x) {
         Chunk k = chunk_at(offsets, chunks, c, chunk);
-        const T* src = reinterpret_cast<const T*>(ptrs[k.t]);
+        const float* src = reinterpret_cast<const float*>(ptrs[k.t]);
         float* dst = flat + k.base;
         double acc = 0.0;
         for (long i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
-            float g = ld(src, i);
+            float g = src[i];
             dst[i] = g;
             acc += (double)g * (double)g;
         }
@@ -81,19 +83,22 @@ __device__ void gather_grads_impl(const unsigned long long* ptrs, const unsigned
         if (threadIdx.x == 0) partials[c] = acc;
     }
 }
-#define GATHER_GRADS_PARAMS(T)                                                                 \
-    (const unsigned long long* ptrs, const unsigned long long* offsets,                         \
-     const unsigned long long* chunks, long nchunks, long chunk, float* flat, double* partials)
-EXPORT_F32_BF16(gather_grads, GATHER_GRADS_PARAMS, (ptrs, offsets, chunks, nchunks, chunk, flat, partials))
 
 // ---- the global norm: one block ---------------------------------------------
-extern "C" __global__ void grad_norm_finalize(const double* partials, long count, float* norm) {
+// out[0] = the norm (NaN when *loss is not finite), out[1] = *loss (0 when
+// loss is null).
+extern "C" __global__ void grad_norm_finalize(const double* partials, long count, const float* loss,
+                                              float* out) {
     using namespace optim_k;
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long j = threadIdx.x; j < count; j += blockDim.x) acc += partials[j];
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) norm[0] = (float)sqrt(acc);
+    if (threadIdx.x == 0) {
+        const float l = loss ? loss[0] : 0.0f;
+        out[0] = isfinite(l) ? (float)sqrt(acc) : NAN;
+        out[1] = l;
+    }
 }
 
 // ---- clipping + AdamW over the flat buffer ----------------------------------

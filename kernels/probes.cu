@@ -1,7 +1,9 @@
 // Probes: tiny kernels that test the device rather than an op of the
 // network. `probe_mma` checks the mma.sync m16n8k16 fragment layout that
 // conv.cu relies on (on a GPU it proves the layout; on the emulated device
-// it checks the emulator's model of it). The others each exercise one of
+// it checks the emulator's model of it). `probe_nhwc` evaluates the
+// activation offset every conv load and store goes through at offsets past
+// 2^31, without the memory such a tensor would take. The others each exercise one of
 // the emulated device's checks: with `broken` = 0 they are correct, with
 // `broken` = 1 they commit one deliberate bug, which tests/gpu/probes.rs
 // expects the emulated device to catch (never launch them broken on a GPU).
@@ -10,11 +12,12 @@
 // probes, a few hundred threads each).
 #include "common.cuh"
 
-// One warp (32 threads, grid 1): d[16 x 8] (row-major f32) = a[16 x 16]
-// (row-major bf16) times b (16 x 8, stored column by column: b[n * 16 + k]),
-// through the same fragment registers conv.cu builds. broken = 1 swaps
-// two of A's fragment registers.
-extern "C" __global__ void probe_mma(const bf16* a, const bf16* b, float* d, int broken) {
+// One warp (32 threads, grid 1): d[16 x 8] = a[16 x 16] b + c, d and c
+// row-major f32, a row-major bf16, b (16 x 8) stored column by column
+// (b[n * 16 + k]), through the same fragment registers conv.cu builds (c
+// enters as the accumulator, in D's layout). broken = 1 swaps two of A's
+// fragment registers.
+extern "C" __global__ void probe_mma(const bf16* a, const bf16* b, const float* c, float* d, int broken) {
     const int lane = threadIdx.x, g = lane >> 2, q = lane & 3;
     auto pair = [](const bf16* p) {
         return (uint32_t)reinterpret_cast<const uint16_t*>(p)[0] |
@@ -28,12 +31,20 @@ extern "C" __global__ void probe_mma(const bf16* a, const bf16* b, float* d, int
         ra[2] = t;
     }
     const uint32_t rb[2] = {pair(b + g * 16 + 2 * q), pair(b + g * 16 + 2 * q + 8)};
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // C/D fragment: (g, 2q), (g, 2q+1), (g+8, 2q), (g+8, 2q+1).
+    const int at[4] = {g * 8 + 2 * q, g * 8 + 2 * q + 1, (g + 8) * 8 + 2 * q, (g + 8) * 8 + 2 * q + 1};
+    float acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = c[at[r]];
     mma_16816(acc, ra, rb);
-    d[g * 8 + 2 * q] = acc[0];
-    d[g * 8 + 2 * q + 1] = acc[1];
-    d[(g + 8) * 8 + 2 * q] = acc[2];
-    d[(g + 8) * 8 + 2 * q + 1] = acc[3];
+    for (int r = 0; r < 4; ++r) d[at[r]] = acc[r];
+}
+
+// One thread: nhwc(pixel, channels, ch) (common.cuh) written as two floats
+// that hold it exactly, out[0] = offset / 2^24, out[1] = offset % 2^24.
+extern "C" __global__ void probe_nhwc(long pixel, int channels, int ch, float* out) {
+    const long offset = nhwc(pixel, channels, ch);
+    out[0] = (float)(offset >> 24);
+    out[1] = (float)(offset & 0xffffff);
 }
 
 // One block of 256 threads: y[0] = the sum of x[0..256), staged in shared

@@ -4,11 +4,16 @@
 # in stage/ (ignored by git) with stage/run.sh, the one command that runs
 # every GPU test and benchmark and writes the results into a folder:
 #
-#   scripts/stage-gpu.sh              # here: builds and stages (~64 MiB cap)
+#   scripts/stage-gpu.sh              # here: builds and stages
 #   stage/run.sh OUT_DIR              # there: tests + benchmarks -> OUT_DIR
 #
 # The kernels are compiled by build.rs with the pinned nvcc (installed by
-# scripts/install-cuda-toolchain.sh if missing); binaries are stripped.
+# scripts/install-cuda-toolchain.sh if missing) into fatbins with sm_90 and
+# sm_80 SASS; binaries are stripped. compute-sanitizer 13.0 (from the
+# pinned nvidia-cuda-sanitizer-api wheel, which the install script adds)
+# is staged compressed when it fits: the whole checkout travels to the GPU
+# machine with stage/, 64 MiB together, so stage/ gets what the tracked
+# files leave (STAGE_BUDGET_MIB overrides).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -21,43 +26,29 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
         print(m["executable"])')
 [[ -x $gpu_tests ]] || { echo "error: the gpu test executable was not built" >&2; exit 1; }
+target="${CARGO_TARGET_DIR:-$root/target}"
 rm -rf stage
 mkdir -p stage
-strip -o stage/nadb target/release/nadb
+strip -o stage/nadb "$target/release/nadb"
 strip -o stage/gpu-tests "$gpu_tests"
-cat > stage/run.sh <<'RUN'
-#!/usr/bin/env bash
-# Every GPU test and benchmark of this build; results in $1 (or $OUT).
-# Budget: well under 8 minutes on an H100.
-set -uo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-out="${1:-${OUT:?usage: run.sh OUT_DIR}}"
-mkdir -p "$out"
-status=0
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; nvcc --version | tail -n 1; } \
-    > "$out/machine.txt" 2>&1
-echo "== GPU tests"
-timeout 300 "$here/gpu-tests" 2>&1 | tee "$out/gpu-tests.txt"
-[[ ${PIPESTATUS[0]} == 0 ]] || status=1
-echo "== nadb bench (base, bf16, then f32)"
-for precision in bf16 f32; do
-    timeout 120 "$here/nadb" bench --device cuda --precision "$precision" --config base \
-        --size 256 --nfe 5,10 --batch 16 --train-batch 64 --train-size 64 --iters 10 \
-        --force -o "$out/bench-base-$precision.md" 2>&1 | tee -a "$out/bench.log"
-    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
-done
-echo "== nadb restore --profile (the shipped sr4-bicubic weights, NFE 10, batch 1)"
-repo="$here/.."
-example="$repo/examples/sr4-bicubic-input.png"
-if [[ -f $example && -f $repo/weights/sr4-bicubic-nadb.safetensors ]]; then
-    (cd "$repo" && timeout 60 "$here/nadb" restore --device cuda --task sr4-bicubic --nfe 10 \
-        --profile --force "$example" -o "$out/restored") 2>&1 | tee "$out/restore-profile.txt"
-    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
-else
-    echo "no shipped sr4-bicubic weights or example image: skipped" | tee "$out/restore-profile.txt"
+tracked=$(git ls-files -z | du -cb --files0-from=- | tail -n 1 | cut -f 1)
+budget=$(( ${STAGE_BUDGET_MIB:-$(( 64 - tracked / 1048576 - 1 ))} * 1048576 ))
+sanitizer="$root/.toolchain/cuda"
+if [[ -x $sanitizer/bin/compute-sanitizer ]]; then
+    tar -C "$sanitizer" -cJf stage/compute-sanitizer.tar.xz bin/compute-sanitizer \
+        bin/libsanitizer-collection.so lib/libInterceptorInjectionTarget.so \
+        lib/libTreeLauncherPlaceholder.so lib/libTreeLauncherTargetInjection.so \
+        lib/libTreeLauncherTargetUpdatePreloadInjection.so lib/libsanitizer-collection.so \
+        lib/libsanitizer-public.so
+    if (( $(du -cb stage/* | tail -n 1 | cut -f 1) > budget )); then
+        rm stage/compute-sanitizer.tar.xz
+        echo "note: compute-sanitizer not staged (over the $(( budget / 1048576 )) MiB the checkout leaves)"
+    fi
 fi
-exit $status
-RUN
+cp scripts/gpu-run.sh stage/run.sh
 chmod +x stage/run.sh
 du -sh stage/*
-echo "staged: stage/run.sh OUT_DIR runs everything (carry 'stage' to the GPU machine)"
+size=$(du -cb stage/* | tail -n 1 | cut -f 1)
+echo "staged: $(( size / 1048576 )) MiB in stage/, $(( (size + tracked) / 1048576 )) MiB with the tracked files"
+(( size <= budget )) || { echo "error: stage/ is over its $(( budget / 1048576 )) MiB" >&2; exit 1; }
+echo "on the GPU machine: stage/run.sh \"\$OUT\" (carry 'stage')"

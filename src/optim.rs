@@ -4,18 +4,20 @@
 //! All in f32 over flat parameter lists in `Unet::specs()` order.
 
 use crate::autograd::{Gradients, Var};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 /// The gradient of every bound parameter, in order; a parameter the loss
-/// does not reach gets zeros.
+/// does not reach gets zeros (f32 on either backend: the device's
+/// parameter gradients are f32 in bf16 mode too).
 pub fn gather_grads(grads: &mut Gradients, leaves: &[Var]) -> Vec<Tensor> {
     leaves
         .iter()
         .map(|v| {
-            grads
-                .take(v)
-                .unwrap_or_else(|| Tensor::full_as(v.shape(), 0.0, v.value()))
+            grads.take(v).unwrap_or_else(|| match v.value().is_cuda() {
+                true => Tensor::full_cuda(v.shape(), 0.0, DType::F32),
+                false => Tensor::full(v.shape(), 0.0),
+            })
         })
         .collect()
 }

@@ -3,15 +3,22 @@
 //! Every random number of the engine is a pure function of
 //! (seed, stream, element index): no generator state to carry, save or
 //! resume, and the GPU kernels compute the same function, so a CPU run and
-//! a GPU run draw the same noise. Streams separate purposes (a training
+//! a GPU run draw the same noise (to the rounding bound below). Streams separate purposes (a training
 //! step's times, its noise, a sampler step's noise: see `Stream`).
 //!
 //! Layout: element i of a stream uses block `i / 4` (the Philox counter is
 //! `[block lo, block hi, stream lo, stream hi]`, the key `[seed lo, seed
 //! hi]`) and lane `i % 4`. Normals come from Box-Muller on lane pairs
-//! (0,1) and (2,3), computed in f64 and rounded once to f32, so that any
-//! two correct implementations agree bit for bit except when the f64 result
-//! sits within an f64 rounding of an f32 boundary (about one value in 2^29).
+//! (0,1) and (2,3), computed in f64 and rounded once to f32. The uniform
+//! words are the same bits on every backend; the normals are not always:
+//! here the angle is `cos`/`sin(TAU u)` (TAU u rounded once), on the GPU
+//! (kernels/common.cuh) `sincospi(2 u)` (no argument rounding), and the
+//! libraries' f64 log, sqrt and sin/cos may differ in a last bit. So the
+//! f32 normals agree except where the f64 value sits next to an f32
+//! rounding boundary, or is so close to 0 that the argument's rounding
+//! (under 5e-16 radians) shows: there by at most one f32 unit in the
+//! last place, or 1e-14 absolute near 0. GPU and CPU runs are compared to
+//! that bound, not bit for bit.
 
 use rayon::prelude::*;
 

@@ -517,20 +517,26 @@ impl Trainer {
         let input = Var::constant(input);
         let out = net.forward(&tape, &params, &input, t.as_ref());
         let loss = ops::mse(&tape, &out, &Var::constant(target));
-        // The one host synchronisation of a GPU step.
-        let loss_value = loss.value().to_host()?.data()[0];
         if let Some(a) = tape.anomaly() {
             bail!("step {step}: {a}");
         }
-        if !loss_value.is_finite() {
-            bail!("step {step}: the loss is {loss_value}");
+        // The CPU stops at a non-finite loss here. The GPU reads the loss
+        // only once the update is queued (the one host synchronisation of
+        // a step, so the host queues the backward while the forward runs);
+        // there a non-finite loss gates the update, which changes nothing.
+        if self.gpu.is_none() {
+            let l = loss.value().data()[0];
+            if !l.is_finite() {
+                bail!("step {step}: the loss is {l}");
+            }
         }
         let mut grads = tape.backward(&loss);
         if let Some(a) = tape.anomaly() {
             bail!("step {step}: {a}");
         }
         let mut g = gather_grads(&mut grads, &params);
-        drop((params, out, loss, grads, tape));
+        let loss = loss.shared();
+        drop((params, out, grads, tape));
         let lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
         if let Some(gpu) = &mut self.gpu {
             let hyper = Hyper {
@@ -542,9 +548,16 @@ impl Trainer {
                 clip: s.clip,
                 ema_decay: self.ema.decay,
             };
-            // false: a non-finite gradient norm; nothing was updated.
             let grads: Vec<&Tensor> = g.iter().collect();
-            if !crate::profile::span("optimizer", &grads, 0.0, || gpu.opt.step(&g, &hyper))? {
+            crate::profile::span("optimizer", &grads, 0.0, || {
+                gpu.opt.queue_step(&g, &hyper, Some(&loss))
+            });
+            // false: a non-finite loss or gradient norm; nothing was updated.
+            let (taken, loss_value) = gpu.opt.finish_step()?;
+            if !loss_value.is_finite() {
+                bail!("step {step}: the loss is {loss_value}");
+            }
+            if !taken {
                 bail!("step {step}: {}", non_finite_layer(&g, self.net.specs())?);
             }
             self.step += 1;
@@ -560,7 +573,7 @@ impl Trainer {
             self.ema.update(self.net.params().iter().map(|p| &**p));
         });
         self.step += 1;
-        Ok(loss_value)
+        Ok(loss.data()[0])
     }
 
     /// Trains up to `total` steps on `data` (or until the deadline or an

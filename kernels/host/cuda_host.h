@@ -16,7 +16,8 @@
 // What is exact: integer and f32/f64 arithmetic where the kernel asks for
 // it (__f*_rn, fmaf), bf16 conversion (round to nearest even), the
 // mma.sync fragment layouts (PTX ISA). What is not: the fast-math
-// intrinsics (__expf is expf here), sincospi (sin(pi x) here), and
+// intrinsics (__expf is expf here), sincospi (reduced exactly, then sin
+// and cos of pi r here), and
 // floating-point contraction (the host build never fuses a * b + c).
 #pragma once
 #include <math.h>
@@ -178,9 +179,17 @@ inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline uint32_t __umulhi(uint32_t a, uint32_t b) { return (uint32_t)(((uint64_t)a * b) >> 32); }
+// As CUDA's: the argument reduced exactly (x = k/2 + r, |r| <= 1/4), so
+// only pi r is rounded, never pi x (src/rng.rs's cos(TAU u) rounds TAU u).
 inline void sincospi(double x, double* s, double* c) {
-    *s = sin(M_PI * x);
-    *c = cos(M_PI * x);
+    const double k = nearbyint(2.0 * x), r = x - 0.5 * k;
+    const double sr = sin(M_PI * r), cr = cos(M_PI * r);
+    switch ((long long)k & 3) {
+        case 0: *s = sr; *c = cr; break;
+        case 1: *s = cr; *c = -sr; break;
+        case 2: *s = -sr; *c = -cr; break;
+        default: *s = -cr; *c = sr; break;
+    }
 }
 // CUDA's min/max overloads for mixed integer widths.
 template <typename A, typename B> inline typename std::common_type<A, B>::type min(A a, B b) {

@@ -60,11 +60,14 @@ impl CapturedRestore {
         restore: impl Fn(&Tensor, Seed) -> Result<Tensor>,
     ) -> Result<CapturedRestore> {
         let input = Tensor::full_cuda(shape, 0.0, dtype);
+        // Allocated before the warm-up, so that the pool holds, beside it,
+        // every buffer the captured run takes (the capture may not take a
+        // new one from the driver).
+        let output = Tensor::empty_cuda(shape, dtype);
         let seed = SeedCell::new();
         seed.set(0);
         drop(restore(&input, Seed::Device(&seed))?);
         cuda::gpu()?.synchronize()?;
-        let output = Tensor::empty_cuda(shape, dtype);
         let mut failed = None;
         let graph = Graph::capture(|| match restore(&input, Seed::Device(&seed)) {
             Ok(y) => cuda::elementwise::copy(

@@ -10,9 +10,13 @@
 //! `conv_reduce_parts`). A linear layer is the 1x1 stride-1 convolution over
 //! x seen as `[rows, 1, 1, in]`, so it runs the same kernels.
 //!
-//! All tensors of one call share a dtype, and so do the outputs: f32 runs
-//! plain FMA, bf16 the tensor cores; both accumulate in f32. The kernels
-//! index with `int`, so every tensor must have fewer than 2^31 elements.
+//! All tensors of one call share a dtype, and so do the outputs but the
+//! weight gradient, which is f32 in either mode (it feeds the optimizer's
+//! f32 master weights unrounded): f32 runs plain FMA, bf16 the tensor
+//! cores; both accumulate in f32. The kernels count pixels and weight
+//! elements with `int` (each below 2^31, `check_index_range`) and offset
+//! into activations with 64-bit arithmetic, so an activation may hold more
+//! than 2^31 elements (adm256's skip concats at batch 64, 256 x 256).
 
 use super::{blocks_for, int, opened, Arg};
 use crate::cpu::conv::{ConvGeom, ConvGrads};
@@ -45,17 +49,19 @@ fn common_dtype(ts: &[&Tensor]) -> DType {
     dtype
 }
 
-/// Asserts that the kernels' `int` indexing covers every tensor of `g`.
-fn check_int_sizes(g: &ConvGeom) {
-    let sizes = [
-        g.n * g.h * g.w * g.cin,
-        g.n * g.ho * g.wo * g.cout,
-        g.cout * g.patch_len(),
+/// Asserts that what the kernels count with `int` fits one: the input and
+/// output pixel counts and the weight's elements (activation element
+/// offsets are 64-bit, kernels/common.cuh `nhwc`).
+fn check_index_range(g: &ConvGeom) {
+    let counts = [
+        ("input pixels", g.n * g.h * g.w),
+        ("output pixels", g.n * g.ho * g.wo),
+        ("weight elements", g.cout * g.patch_len()),
     ];
-    for n in sizes {
+    for (what, n) in counts {
         assert!(
             i32::try_from(n).is_ok(),
-            "conv of {g:?}: a tensor of {n} elements is too large"
+            "conv of {g:?}: {n} {what} do not fit the kernels' 32-bit counts"
         );
     }
 }
@@ -96,12 +102,11 @@ fn partials(parts: usize, count: usize) -> Tensor {
     Tensor::empty_cuda(&[n], DType::F32)
 }
 
-/// `out = sum of the parts` (`conv_reduce_parts`).
+/// `out = sum of the parts` (`conv_reduce_parts`, f32).
 fn launch_reduce_parts(part: &Tensor, out: &Tensor, parts: usize) {
     let count = out.numel();
-    opened().launch(
+    opened().launch_named(
         "conv_reduce_parts",
-        out.dtype(),
         blocks_for(count.min(65535 * THREADS as usize), THREADS),
         (THREADS, 1, 1),
         0,
@@ -144,9 +149,9 @@ fn launch_dgrad(g: &ConvGeom, dy: &Tensor, w: &Tensor, dx: &Tensor) {
     );
 }
 
-/// `dw` (`conv_wgrad`): tiles over cout x patch length, the output pixels
-/// split over grid.z (into f32 partials, then summed) when that is needed
-/// to fill the GPU.
+/// `dw` (`conv_wgrad`, always f32): tiles over cout x patch length, the
+/// output pixels split over grid.z (into f32 partials, then summed) when
+/// that is needed to fill the GPU.
 fn launch_wgrad(g: &ConvGeom, x: &Tensor, dy: &Tensor, dw: &Tensor) {
     let pixels = g.n * g.ho * g.wo;
     let grid = tile_grid(g.cout, g.patch_len(), 1);
@@ -181,7 +186,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize)
     if let Some(b) = bias {
         assert_eq!(b.shape(), [g.cout], "conv bias for {} channels", g.cout);
     }
-    check_int_sizes(&g);
+    check_index_range(&g);
     let y = Tensor::empty_cuda(&[g.n, g.ho, g.wo, g.cout], dtype);
     launch_forward(&g, x, weight, bias, &y);
     y
@@ -199,14 +204,14 @@ pub fn conv2d_backward(
     let g = ConvGeom::new(x, weight, stride);
     let dtype = common_dtype(&[x, weight, dy]);
     assert_eq!(dy.shape(), [g.n, g.ho, g.wo, g.cout], "conv dy for {g:?}");
-    check_int_sizes(&g);
+    check_index_range(&g);
     let dx = need[0].then(|| {
         let dx = Tensor::empty_cuda(x.shape(), dtype);
         launch_dgrad(&g, dy, weight, &dx);
         dx
     });
     let dw = need[1].then(|| {
-        let dw = Tensor::empty_cuda(weight.shape(), dtype);
+        let dw = Tensor::empty_cuda(weight.shape(), DType::F32);
         launch_wgrad(&g, x, dy, &dw);
         dw
     });
@@ -239,7 +244,7 @@ fn linear_geom(x: &Tensor, weight: &Tensor) -> (ConvGeom, Vec<usize>) {
     let shape = crate::cpu::linear::out_shape(x, weight);
     let (rows, inp) = x.rows_cols();
     let g = pointwise(rows, inp, weight.shape()[0]);
-    check_int_sizes(&g);
+    check_index_range(&g);
     (g, shape)
 }
 
@@ -280,9 +285,51 @@ pub fn linear_backward(
         dx
     });
     let dw = need_dw.then(|| {
-        let dw = Tensor::empty_cuda(weight.shape(), dtype);
+        let dw = Tensor::empty_cuda(weight.shape(), DType::F32);
         launch_wgrad(&g, x, dy, &dw);
         dw
     });
     (dx, dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3x3 stride-1 convolution of `n` images of `hw x hw` pixels.
+    fn geom(n: usize, hw: usize, cin: usize, cout: usize) -> ConvGeom {
+        ConvGeom {
+            n,
+            h: hw,
+            w: hw,
+            cin,
+            cout,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            ho: hw,
+            wo: hw,
+        }
+    }
+
+    /// adm256's first decoder conv at 256 x 256 takes the 512-channel skip
+    /// concat: 2^31 input elements at batch 64, 2^32 at batch 128. Both
+    /// fit the kernels' index math (no GPU, nothing allocated).
+    #[test]
+    fn adm256_skip_concat_past_2_pow_31_elements_fits() {
+        for n in [64, 128] {
+            let g = geom(n, 256, 512, 256);
+            assert!(g.n * g.h * g.w * g.cin >= 1 << 31);
+            check_index_range(&g);
+            // The grid of the forward and the backward fits too.
+            tile_grid(g.n * g.ho * g.wo, g.cout, 1);
+            tile_grid(g.n * g.h * g.w, g.cin, 1);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "input pixels do not fit the kernels' 32-bit counts")]
+    fn pixel_counts_past_2_pow_31_are_refused() {
+        check_index_range(&geom(1 << 15, 256, 8, 8));
+    }
 }

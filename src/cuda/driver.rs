@@ -8,7 +8,7 @@
 //! One stream: every method is ordered after the work queued before it.
 //! Errors are strings; `Gpu` keeps the first one (sticky).
 
-use super::Arg;
+use super::{Arg, Unopened};
 use cudarc::driver::{
     result, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaStream, LaunchConfig,
     PushKernelArg,
@@ -21,6 +21,8 @@ pub(crate) type KernelId = usize;
 pub(crate) trait Driver: Send + Sync {
     /// Device name, compute capability, memory.
     fn description(&self) -> String;
+    /// The driver's versions and the build's (see `Gpu::versions`).
+    fn versions(&self) -> String;
     /// Dynamic shared memory a block may opt in to.
     fn max_shared_bytes(&self) -> u32;
     /// Every kernel this build can launch, by exported name.
@@ -60,7 +62,7 @@ pub(crate) trait DriverGraph {
     fn launch(&self) -> Result<(), String>;
 }
 
-/// The CUDA driver: one context, one stream, the PTX modules build.rs
+/// The CUDA driver: one context, one stream, the fatbin modules build.rs
 /// compiled.
 pub(crate) struct CudaDriver {
     ctx: Arc<CudaContext>,
@@ -69,50 +71,134 @@ pub(crate) struct CudaDriver {
     functions: Mutex<Vec<CudaFunction>>,
     max_shared_bytes: u32,
     description: String,
+    versions: String,
+}
+
+/// The CUDA version the driver supports (`cuDriverGetVersion`), "13.0".
+fn driver_cuda_version() -> Result<String, String> {
+    let mut v = 0;
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        return Err(format!("cuDriverGetVersion: {r:?}"));
+    }
+    Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+/// The NVIDIA kernel module's version, where Linux tells it.
+fn kernel_module_version() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    let line = text.lines().next()?;
+    let after = line.split("Kernel Module").nth(1)?;
+    after.split_whitespace().next().map(str::to_string)
+}
+
+/// What the build's kernels are: "SASS sm_90, sm_80 + PTX ISA 9.0
+/// (compute_90), nvcc 13.0.88".
+pub(crate) fn build_kernels() -> String {
+    let (sass, ptx) = super::compiled_archs();
+    match super::compiled_modules().first() {
+        None => "no kernels (built without nvcc)".into(),
+        Some(m) => format!(
+            "SASS {} + PTX ISA {} ({ptx}), nvcc {}",
+            sass.join(", "),
+            m.ptx_isa,
+            super::compiled_nvcc()
+        ),
+    }
+}
+
+/// How a kernel module the driver would not load is reported: which
+/// module, on which device, the error, what the build holds (its SASS and
+/// the PTX ISA a driver must know to JIT it elsewhere) and the versions.
+pub(crate) fn module_refused(name: &str, device: &str, error: &str, versions: &str) -> String {
+    let needs = match super::compiled_modules().iter().find(|m| m.name == name) {
+        Some(m) => format!(
+            " (a card with none of that SASS needs a driver that knows PTX ISA {})",
+            m.ptx_isa
+        ),
+        None => String::new(),
+    };
+    format!(
+        "kernel module {name} does not load on {device}: {error}; the build holds {}{needs} [{versions}]",
+        build_kernels()
+    )
 }
 
 impl CudaDriver {
-    pub(crate) fn open() -> Result<CudaDriver, String> {
+    pub(crate) fn open() -> Result<CudaDriver, Unopened> {
+        let absent = |reason: String| Unopened {
+            reason,
+            device_present: false,
+        };
         // cudarc panics inside CudaContext::new when libcuda is missing.
         if !super::driver_present() {
-            return Err("no CUDA driver library (libcuda) on this machine".into());
+            return Err(absent(
+                "no CUDA driver library (libcuda) on this machine".into(),
+            ));
         }
+        let count = match CudaContext::device_count() {
+            Ok(n) => n,
+            Err(e) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE => 0,
+            Err(e) => {
+                return Err(Unopened {
+                    reason: format!("the CUDA driver library is there but fails to start: {e:?}"),
+                    device_present: true,
+                })
+            }
+        };
+        if count < 1 {
+            return Err(absent("the CUDA driver sees no device".into()));
+        }
+        let driver = driver_cuda_version().unwrap_or_else(|e| format!("unknown ({e})"));
+        let versions = format!(
+            "driver for CUDA {driver}{}; kernels: {}",
+            kernel_module_version().map_or(String::new(), |v| format!(" (kernel module {v})")),
+            build_kernels()
+        );
+        // From here a device is there: failing to use it is a fault.
+        let fault = |what: String| Unopened {
+            reason: format!("{what} [{versions}]"),
+            device_present: true,
+        };
         if super::compiled_modules().is_empty() {
-            return Err(
+            return Err(fault(
                 "this build has no CUDA kernels: nvcc was not found when it was compiled \
                  (scripts/install-cuda-toolchain.sh installs the pinned one)"
                     .into(),
-            );
+            ));
         }
-        let count = CudaContext::device_count().map_err(|e| format!("CUDA: {e:?}"))?;
-        if count < 1 {
-            return Err("the CUDA driver sees no device".into());
-        }
-        let ctx = CudaContext::new(0).map_err(|e| format!("CUDA context: {e:?}"))?;
+        let ctx = CudaContext::new(0).map_err(|e| fault(format!("CUDA context: {e:?}")))?;
         // Buffers are managed by memory::Pool, not through cudarc's
         // slices, so its per-slice event tracking would only add work.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx
             .new_stream()
-            .map_err(|e| format!("CUDA stream: {e:?}"))?;
-        let modules = super::compiled_modules()
-            .iter()
-            .map(|&(name, src)| {
-                ctx.load_module(cudarc::nvrtc::Ptx::from_src(src))
-                    .map(|m| (name, m))
-                    .map_err(|e| format!("loading kernel module {name}: {e:?}"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| fault(format!("CUDA stream: {e:?}")))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| fault(format!("{e:?}")))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let total = ctx.total_mem().unwrap_or(0);
+        let description = format!(
+            "{name} (sm_{major}{minor}, {:.1} GiB)",
+            total as f64 / (1u64 << 30) as f64
+        );
+        let modules = super::compiled_modules()
+            .iter()
+            .map(|m| {
+                ctx.load_module(cudarc::nvrtc::Ptx::from_binary(m.fatbin.to_vec()))
+                    .map(|loaded| (m.name, loaded))
+                    .map_err(|e| Unopened {
+                        reason: module_refused(m.name, &description, &format!("{e:?}"), &versions),
+                        device_present: true,
+                    })
+            })
+            .collect::<Result<Vec<_>, Unopened>>()?;
         let optin = cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
-        let max_shared_bytes = ctx.attribute(optin).map_err(|e| format!("{e:?}"))? as u32;
+        let max_shared_bytes = ctx.attribute(optin).map_err(|e| fault(format!("{e:?}")))? as u32;
         Ok(CudaDriver {
-            description: format!(
-                "{name} (sm_{major}{minor}, {:.1} GiB)",
-                total as f64 / (1u64 << 30) as f64
-            ),
+            description,
+            versions,
             max_shared_bytes,
             ctx,
             stream,
@@ -135,6 +221,10 @@ impl Driver for CudaDriver {
         self.description.clone()
     }
 
+    fn versions(&self) -> String {
+        self.versions.clone()
+    }
+
     fn max_shared_bytes(&self) -> u32 {
         self.max_shared_bytes
     }
@@ -142,7 +232,7 @@ impl Driver for CudaDriver {
     fn kernel_names(&self) -> Vec<String> {
         super::compiled_modules()
             .iter()
-            .flat_map(|(_, ptx)| ptx_entries(ptx))
+            .flat_map(|m| m.kernels.iter().map(|k| k.to_string()))
             .collect()
     }
 
@@ -237,8 +327,12 @@ impl Driver for CudaDriver {
     fn begin_capture(&self) -> Result<(), String> {
         use cudarc::driver::sys::CUstreamCaptureMode;
         self.bind()?;
+        // Global mode: while the capture is open the driver refuses, from
+        // any thread, the calls a capture may not contain (allocation,
+        // synchronous copies, waits) rather than running them outside the
+        // graph as relaxed mode would.
         self.stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
             .map_err(|e| format!("{e:?}"))
     }
 
@@ -257,18 +351,4 @@ impl DriverGraph for CudaGraph {
     fn launch(&self) -> Result<(), String> {
         CudaGraph::launch(self).map_err(|e| format!("{e:?}"))
     }
-}
-
-/// The kernels a PTX module exports (`.entry NAME(`).
-pub fn ptx_entries(ptx: &str) -> Vec<String> {
-    ptx.lines()
-        .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
-        .map(|rest| {
-            rest.split('(')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })
-        .collect()
 }

@@ -4,7 +4,8 @@
 //! plus the tensor plumbing: copy, fill, cast, axpy.
 //!
 //! Every op takes and returns device tensors of one dtype (f32 or bf16),
-//! with the CPU twin's signature; the kernels compute in f32. The column
+//! with the CPU twin's signature, except `sum_rows` (a bias gradient, f32
+//! in either mode); the kernels compute in f32. The column
 //! sums (`sum_rows`, the `dss` of `scale_shift_backward`) run in two
 //! deterministic passes through an f32 scratch of per-chunk partial sums.
 //! The timestep embedding reads `t` as f32 (a bf16 `t` is widened first).
@@ -326,8 +327,9 @@ pub fn timestep_embedding_backward(t: &Tensor, dy: &Tensor) -> Tensor {
 }
 
 /// Sums a `[.., c]` tensor over everything but its last dimension (the
-/// gradient of a bias broadcast over rows): `[c]`, in `t`'s dtype, summed
-/// in f32 in a fixed order.
+/// gradient of a bias broadcast over rows): `[c]`, summed and stored in
+/// f32 (in either mode: a parameter gradient reaches the f32 master
+/// weights unrounded) in a fixed order.
 pub fn sum_rows(t: &Tensor) -> Tensor {
     let (rows, c) = t.rows_cols();
     let block = reduction_block(c);
@@ -342,7 +344,7 @@ pub fn sum_rows(t: &Tensor) -> Tensor {
         0,
         &[ptr(t), ptr(&partial), len(rows), int(c), len(per)],
     );
-    let y = Tensor::empty_cuda(&[c], t.dtype());
+    let y = Tensor::empty_cuda(&[c], DType::F32);
     sum_partials(&partial, count, &y);
     y
 }

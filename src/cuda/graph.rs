@@ -7,7 +7,10 @@
 //! replay); everything it allocates inside is dropped by its end (the pool
 //! hands those buffers to the graph, see `memory`); it never waits for the
 //! device. Run the body once uncaptured first, so the kernels are loaded
-//! and the pool holds buffers of every size it needs.
+//! and the pool holds buffers of every size it needs. A body that breaks
+//! these rules (an upload, a download, a wait, a buffer the pool would
+//! take from the driver) makes `capture` fail naming the first such call;
+//! the driver captures in global mode, so it refuses them as well.
 
 use super::driver::DriverGraph;
 use super::{opened, Gpu};
@@ -36,8 +39,14 @@ impl Graph {
         let graph = gpu.driver().end_capture();
         let buffers = gpu.pool.end_capture();
         gpu.check()?;
-        let graph = graph.map_err(|e| Error(format!("CUDA graph capture: {e}")))?;
         let buffers = buffers.map_err(|e| Error(format!("CUDA graph capture: {e}")))?;
+        let graph = match graph {
+            Ok(g) => g,
+            Err(e) => {
+                gpu.pool.unpin(&buffers);
+                return Err(Error(format!("CUDA graph capture: {e}")));
+            }
+        };
         Ok(Graph {
             graph,
             buffers,

@@ -7,6 +7,12 @@
 //! open is recorded, and when the capture ends the graph takes them over
 //! (takes them off the free list): a replay writes into exactly those
 //! addresses, so no one else may get them until the graph is dropped.
+//! While a capture is open the pool only hands out cached buffers: a
+//! buffer it would have to take from the driver, like an upload, a
+//! download or a wait for the device (`outside_capture`), breaks the
+//! capture rules; the first such call is kept and the capture fails with
+//! it (the device itself is not failed, as a CUDA capture that was
+//! invalidated leaves the context usable).
 
 use super::opened;
 use std::collections::HashMap;
@@ -22,8 +28,17 @@ struct PoolState {
     cached_bytes: usize,
     peak_in_use_bytes: usize,
     fresh_allocations: u64,
-    /// Buffers handed out during the open capture, if one is open.
-    capturing: Option<Vec<(u64, usize)>>,
+    /// The open capture, if one is open.
+    capturing: Option<Capture>,
+}
+
+/// What the pool records while a capture is open.
+#[derive(Default)]
+struct Capture {
+    /// Buffers handed out.
+    buffers: Vec<(u64, usize)>,
+    /// The first call a capture may not contain.
+    broken: Option<String>,
 }
 
 pub struct Pool {
@@ -90,6 +105,13 @@ impl Pool {
                 p
             }
             None => {
+                if let Some(c) = &mut s.capturing {
+                    c.broken.get_or_insert(format!(
+                        "a new buffer of {bytes} B from the driver while a graph capture is open \
+                         (run the body once before capturing, so the pool holds it)"
+                    ));
+                    return DeviceBuffer { ptr: 0, bytes };
+                }
                 if gpu.has_failed() {
                     return DeviceBuffer { ptr: 0, bytes };
                 }
@@ -120,8 +142,8 @@ impl Pool {
         gpu.driver().set_live_bytes(ptr, live);
         s.in_use_bytes += bytes;
         s.peak_in_use_bytes = s.peak_in_use_bytes.max(s.in_use_bytes);
-        if let Some(list) = &mut s.capturing {
-            list.push((ptr, bytes));
+        if let Some(c) = &mut s.capturing {
+            c.buffers.push((ptr, bytes));
         }
         DeviceBuffer { ptr, bytes }
     }
@@ -160,15 +182,33 @@ impl Pool {
 
     /// Starts recording the buffers handed out (a graph capture opens).
     pub(crate) fn begin_capture(&self) {
-        self.lock().capturing = Some(Vec::new());
+        self.lock().capturing = Some(Capture::default());
+    }
+
+    /// Whether `what` may happen now: false while a capture is open, and
+    /// the capture then fails with `what` (the first such call).
+    pub(crate) fn outside_capture(&self, what: impl FnOnce() -> String) -> bool {
+        match &mut self.lock().capturing {
+            Some(c) => {
+                c.broken
+                    .get_or_insert_with(|| format!("{} while a graph capture is open", what()));
+                false
+            }
+            None => true,
+        }
     }
 
     /// Ends the recording and pins what it saw: the returned buffers belong
     /// to the graph until `unpin`. Every one of them must be free by now
     /// (the graph's inputs and outputs are allocated before the capture).
+    /// Fails, pinning nothing, when the capture broke a rule.
     pub(crate) fn end_capture(&self) -> Result<Vec<(u64, usize)>, String> {
         let mut s = self.lock();
-        let mut seen = s.capturing.take().unwrap_or_default();
+        let capture = s.capturing.take().unwrap_or_default();
+        if let Some(broken) = capture.broken {
+            return Err(broken);
+        }
+        let mut seen = capture.buffers;
         seen.sort_unstable();
         seen.dedup();
         for &(ptr, bytes) in &seen {

@@ -4,7 +4,8 @@
 //! kept instead of panicking).
 //!
 //! The device sits behind `driver::Driver`: the CUDA driver (cudarc, the
-//! PTX modules) or, with `NADB_CUDA_EMULATE=1`, the emulated device
+//! fatbin modules build.rs compiled: SASS for sm_90 and sm_80, PTX for
+//! newer cards) or, with `NADB_CUDA_EMULATE=1`, the emulated device
 //! (`crate::emu`: the same kernels compiled for the host, checked like
 //! compute-sanitizer). Nothing in this folder above the driver knows which.
 //!
@@ -16,7 +17,15 @@
 //! Errors: a failed launch or allocation is stored ("sticky", as the CUDA
 //! runtime does) and every later launch is skipped; `Gpu::check` and every
 //! copy back to the host return it as an `Error`. Ops therefore stay
-//! infallible, and the caller checks once per step or per sample.
+//! infallible, and the caller checks once per step or per sample. A device
+//! that failed stays failed for the process: a fresh process (the GPU
+//! tests run each family in its own) starts from a clean context.
+//!
+//! Opening: no driver library or no device is an absence (`--device auto`
+//! takes the CPU, the GPU tests fall back to the emulated device); a
+//! device that is there but cannot be opened (a module the driver cannot
+//! load, a build without kernels) is a fault (`Unopened::device_present`),
+//! which the GPU tests report as a failure.
 
 pub mod attention;
 pub mod bridge;
@@ -36,13 +45,38 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-mod ptx {
+/// One compiled kernel file.
+pub struct Module {
+    /// The file's stem (`conv` for kernels/conv.cu).
+    pub name: &'static str,
+    /// nvcc's fatbin: SASS for `SASS`, PTX for `PTX_ARCH`.
+    pub fatbin: &'static [u8],
+    /// The PTX ISA version its PTX is written in (the driver must know it
+    /// to JIT it, on a card with none of the SASS).
+    pub ptx_isa: &'static str,
+    /// Every kernel it exports.
+    pub kernels: &'static [&'static str],
+}
+
+mod built {
+    use super::Module;
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-/// (module name, PTX) of every kernel file this build compiled.
-pub fn compiled_modules() -> &'static [(&'static str, &'static str)] {
-    ptx::PTX_MODULES
+/// Every kernel file this build compiled (none without nvcc).
+pub fn compiled_modules() -> &'static [Module] {
+    built::MODULES
+}
+
+/// The GPUs the fatbins hold SASS for (`sm_90`, ...), and the virtual
+/// architecture of their PTX.
+pub fn compiled_archs() -> (&'static [&'static str], &'static str) {
+    (built::SASS, built::PTX_ARCH)
+}
+
+/// The version of the nvcc that compiled them (empty without one).
+pub fn compiled_nvcc() -> &'static str {
+    built::NVCC
 }
 
 /// Whether the CUDA driver library can be loaded (cudarc panics in
@@ -77,15 +111,31 @@ pub struct Gpu {
     failed: AtomicBool,
     launches: AtomicU64,
     graph_launches: AtomicU64,
+    /// Host waits for the device (downloads and synchronisations), and the
+    /// host launches issued before the last one.
+    waits: AtomicU64,
+    launches_at_last_wait: AtomicU64,
     /// Dynamic shared memory a block may opt in to.
     max_shared_bytes: u32,
     /// Whether this is the emulated device.
     pub emulated: bool,
     /// Device name, compute capability, memory.
     pub description: String,
+    /// The driver's and the build's versions (CUDA, kernel module, nvcc
+    /// and PTX ISA of the kernels), or that the device is emulated.
+    pub versions: String,
 }
 
-static GPU: OnceLock<std::result::Result<Gpu, String>> = OnceLock::new();
+/// Why no device was opened.
+#[derive(Clone, Debug)]
+pub struct Unopened {
+    pub reason: String,
+    /// A driver and a device are there: not opening them is a fault, not
+    /// an absence.
+    pub device_present: bool,
+}
+
+static GPU: OnceLock<std::result::Result<Gpu, Unopened>> = OnceLock::new();
 
 /// Whether `gpu()` opens the emulated device: `NADB_CUDA_EMULATE=1`.
 pub fn emulation_requested() -> bool {
@@ -96,9 +146,12 @@ pub fn emulation_requested() -> bool {
 /// `NADB_CUDA_EMULATE=1`, else CUDA device 0; an error says why there is
 /// none (no driver library, no device, a build without kernels).
 pub fn gpu() -> Result<&'static Gpu> {
-    GPU.get_or_init(Gpu::open)
-        .as_ref()
-        .map_err(|e| Error(e.clone()))
+    open().map_err(|e| Error(e.reason.clone()))
+}
+
+/// `gpu()`, with whether a device was there when it could not be opened.
+pub fn open() -> std::result::Result<&'static Gpu, &'static Unopened> {
+    GPU.get_or_init(Gpu::open).as_ref()
 }
 
 /// Whether a graph capture is open on the device (work queued now is
@@ -117,7 +170,7 @@ pub(crate) fn opened() -> &'static Gpu {
 }
 
 impl Gpu {
-    fn open() -> std::result::Result<Gpu, String> {
+    fn open() -> std::result::Result<Gpu, Unopened> {
         let emulated = emulation_requested();
         let driver: Box<dyn Driver> = if emulated {
             Box::new(crate::emu::Emulator::open()?)
@@ -125,6 +178,7 @@ impl Gpu {
             Box::new(driver::CudaDriver::open()?)
         };
         Ok(Gpu {
+            versions: driver.versions(),
             description: driver.description(),
             max_shared_bytes: driver.max_shared_bytes(),
             emulated,
@@ -135,6 +189,8 @@ impl Gpu {
             failed: AtomicBool::new(false),
             launches: AtomicU64::new(0),
             graph_launches: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            launches_at_last_wait: AtomicU64::new(0),
         })
     }
 
@@ -165,10 +221,33 @@ impl Gpu {
 
     /// Waits for all queued work, then reports any failure.
     pub fn synchronize(&self) -> Result<()> {
+        if !self.pool.outside_capture(|| "a wait for the device".into()) {
+            return Err(Error(
+                "CUDA: a wait for the device while a graph capture is open".into(),
+            ));
+        }
+        self.count_wait();
         if let Err(e) = self.driver.synchronize() {
             self.fail(format!("synchronize: {e}"));
         }
         self.check()
+    }
+
+    fn count_wait(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.launches_at_last_wait
+            .store(self.launches(), Ordering::Relaxed);
+    }
+
+    /// How many times the host waited for the device so far (a download
+    /// or a synchronisation each), and how many launches had been issued
+    /// at the last wait: a training step that waits once, after queueing
+    /// its update, shows one more wait and `launches()` launches at it.
+    pub fn host_waits(&self) -> (u64, u64) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            self.launches_at_last_wait.load(Ordering::Relaxed),
+        )
     }
 
     /// Copies host values into a device tensor of the same length,
@@ -189,11 +268,16 @@ impl Gpu {
     /// Copies plain host values (pointer tables, coefficients) to a device
     /// address holding at least `host.len()` of them.
     pub(crate) fn upload_raw<T: bytemuck::Pod>(&self, host: &[T], dst: u64) {
-        if self.has_failed() {
+        let bytes = std::mem::size_of_val(host);
+        if self.has_failed()
+            || !self
+                .pool
+                .outside_capture(|| format!("an upload of {bytes} B from host memory"))
+        {
             return;
         }
         if let Err(e) = self.driver.upload(bytemuck::cast_slice(host), dst) {
-            self.fail(format!("upload of {} B: {e}", std::mem::size_of_val(host)));
+            self.fail(format!("upload of {bytes} B: {e}"));
         }
     }
 
@@ -211,6 +295,15 @@ impl Gpu {
     pub(crate) fn download(&self, src: &Tensor) -> Result<Vec<f32>> {
         self.check()?;
         let n = src.numel();
+        if !self
+            .pool
+            .outside_capture(|| format!("a download of {n} values to host memory"))
+        {
+            return Err(Error(format!(
+                "CUDA: a download of {n} values while a graph capture is open"
+            )));
+        }
+        self.count_wait();
         let copy = |bytes: &mut [u8]| {
             if let Err(e) = self.driver.download(src.device_ptr(), bytes) {
                 self.fail(format!("download of {n} values: {e}"));

@@ -12,7 +12,8 @@
 //! gamma and beta are read in x's type: if they are stored otherwise, a
 //! converted copy is made first (the U-Net keeps them in the activation
 //! type, so that copy is not made there). dgamma and dbeta come back in
-//! gamma's own type.
+//! f32 in either mode (parameter gradients reach the f32 master weights
+//! unrounded).
 
 use super::{int, opened, Arg};
 use crate::tensor::{DType, Tensor};
@@ -137,8 +138,7 @@ pub fn group_norm(
     (y, stats)
 }
 
-/// Returns (dx, dgamma, dbeta): dx in x's type, dgamma and dbeta in
-/// gamma's. `stats` is the second result of [`group_norm`].
+/// Returns (dx, dgamma, dbeta): dx in x's type, dgamma and dbeta in f32. `stats` is the second result of [`group_norm`].
 pub fn group_norm_backward(
     x: &Tensor,
     gamma: &Tensor,
@@ -159,7 +159,6 @@ pub fn group_norm_backward(
     assert_eq!(dy.shape(), x.shape(), "group norm dy");
     assert_eq!(dy.dtype(), x.dtype(), "group norm dy type");
     let dtype = x.dtype();
-    let gamma_dtype = gamma.dtype();
     let (mut g_copy, mut b_copy) = (None, None);
     let gamma_x = as_type(gamma, dtype, &mut g_copy);
     let beta_x = as_type(beta, dtype, &mut b_copy);
@@ -167,8 +166,8 @@ pub fn group_norm_backward(
     let ws1 = Tensor::empty_cuda(&[n, splits, c, 2], DType::F32);
     let ws2 = Tensor::empty_cuda(&[n, c, 2], DType::F32);
     let dx = Tensor::empty_cuda(x.shape(), dtype);
-    let dgamma = Tensor::empty_cuda(gamma.shape(), gamma_dtype);
-    let dbeta = Tensor::empty_cuda(beta.shape(), gamma_dtype);
+    let dgamma = Tensor::empty_cuda(gamma.shape(), DType::F32);
+    let dbeta = Tensor::empty_cuda(beta.shape(), DType::F32);
     let grid = (splits as u32, n as u32, 1);
     let silu = Arg::I32(silu as i32);
     let gpu = opened();
@@ -192,9 +191,8 @@ pub fn group_norm_backward(
             silu,
         ],
     );
-    gpu.launch(
+    gpu.launch_named(
         "group_norm_bwd_reduce",
-        gamma_dtype,
         (c.div_ceil(32) as u32, n as u32 + 1, 1),
         block(),
         0,

@@ -25,10 +25,13 @@
 //! table is uploaded once; `set_working` re-points it); they must live as
 //! long as the optimizer steps, since every step writes into them.
 //!
-//! A non-finite gradient makes the norm non-finite; the AdamW and EMA
-//! kernels then change nothing (the CPU trainer stops before updating), and
-//! `step` says so (`Ok(false)`). `step` waits for the device to read the
-//! norm; `queue_step` does not (its step count then advances regardless).
+//! A non-finite gradient makes the norm non-finite, and so does a
+//! non-finite loss given to `queue_step`; the AdamW and EMA kernels then
+//! change nothing (the CPU trainer stops before updating), and the step
+//! says so (`Ok(false)`). `queue_step` never waits; `finish_step` waits
+//! once and reads the norm and the loss together, so a training step
+//! queues its forward, backward and update before its one host
+//! synchronisation. `step` is the two (without a loss).
 
 use super::elementwise::{block, grid};
 use super::memory::DeviceBuffer;
@@ -119,8 +122,9 @@ pub struct FlatOptimizer {
     v: Tensor,
     ema: Tensor,
     grad: Tensor,
-    /// The global gradient norm of the last step, `[1]` F32, which the
-    /// AdamW and EMA kernels read.
+    /// `[2]` F32: the global gradient norm of the last step, which the
+    /// AdamW and EMA kernels read (NaN when its loss was not finite), then
+    /// that loss (0 without).
     norm: Tensor,
     /// One f64 sum of squares per chunk.
     partials: DeviceBuffer,
@@ -204,7 +208,7 @@ impl FlatOptimizer {
             v: flat(v)?,
             ema: flat(ema)?,
             grad: Tensor::full_cuda(&[total], 0.0, DType::F32),
-            norm: Tensor::full_cuda(&[1], 0.0, DType::F32),
+            norm: Tensor::full_cuda(&[2], 0.0, DType::F32),
             partials: gpu.pool.alloc(chunks.max(1) * std::mem::size_of::<f64>()),
             layout,
             working: PtrTable::new(count),
@@ -274,29 +278,41 @@ impl FlatOptimizer {
 
     /// One update, then waits for the device to read the gradient norm:
     /// `Ok(false)` when it is not finite, in which case nothing changed
-    /// (weights, moments, EMA and the step count are as before). See
-    /// `queue_step`.
+    /// (weights, moments, EMA and the step count are as before).
     pub fn step(&mut self, grads: &[Tensor], hyper: &Hyper) -> Result<bool> {
-        self.queue_step(grads, hyper);
-        let finite = self.norm.to_host()?.data()[0].is_finite();
-        if !finite {
+        self.queue_step(grads, hyper, None);
+        Ok(self.finish_step()?.0)
+    }
+
+    /// Waits for the step `queue_step` queued and reads back, in one
+    /// download, whether it was taken (`false`: a non-finite gradient norm
+    /// or loss, nothing changed, the step count is as before) and the loss
+    /// it was given (0 without one).
+    pub fn finish_step(&mut self) -> Result<(bool, f32)> {
+        let back = self.norm.to_host()?;
+        let taken = back.data()[0].is_finite();
+        if !taken {
             self.steps -= 1;
         }
-        Ok(finite)
+        Ok((taken, back.data()[1]))
     }
 
     /// One update queued on the stream, without waiting: clip the
     /// gradients' global norm to `hyper.clip`, AdamW on the master weights,
     /// EMA, and the new master weights written into the working parameters.
-    /// `grads`: one device tensor per parameter, in order, all of one type.
-    /// The step count advances even if the kernels find a non-finite norm
-    /// and skip the update (`grad_norm` tells).
-    pub fn queue_step(&mut self, grads: &[Tensor], hyper: &Hyper) {
+    /// `grads`: one f32 device tensor per parameter, in order (the backward
+    /// kernels store parameter gradients in f32 in either mode). `loss`
+    /// (`[1]` F32 on the device), when given, gates the update as the norm
+    /// does and comes back from `finish_step`. The step count advances
+    /// even if the kernels skip the update (`finish_step` tells).
+    pub fn queue_step(&mut self, grads: &[Tensor], hyper: &Hyper, loss: Option<&Tensor>) {
         assert_eq!(grads.len(), self.shapes.len(), "one gradient per parameter");
-        let gdtype = grads.first().map_or(DType::F32, Tensor::dtype);
         for (shape, g) in self.shapes.iter().zip(grads) {
             assert_eq!(g.shape(), &shape[..], "gradient shape");
-            assert_eq!(g.dtype(), gdtype, "gradients of mixed types");
+            assert_eq!(g.dtype(), DType::F32, "parameter gradients are f32");
+        }
+        if let Some(l) = loss {
+            assert_eq!((l.numel(), l.dtype()), (1, DType::F32), "the loss: one f32");
         }
         let gpu = opened();
         self.grads.point_at(gpu, grads);
@@ -308,9 +324,8 @@ impl FlatOptimizer {
         let total = self.master.numel();
         let (offsets, chunks) = self.layout_ptrs();
 
-        gpu.launch(
+        gpu.launch_named(
             "gather_grads",
-            gdtype,
             self.chunk_grid(),
             (THREADS, 1, 1),
             0,
@@ -332,6 +347,7 @@ impl FlatOptimizer {
             &[
                 Arg::Ptr(self.partials.ptr()),
                 Arg::U64(self.chunks as u64),
+                Arg::Ptr(loss.map_or(0, Tensor::device_ptr)),
                 Arg::Ptr(self.norm.device_ptr()),
             ],
         );
@@ -374,8 +390,9 @@ impl FlatOptimizer {
     }
 
     /// The global L2 norm of the last step's gradients before clipping
-    /// (sqrt applied, as `optim::clip_grad_norm` returns it): a `[1]` F32
-    /// device tensor, overwritten by every step; 0 before the first.
+    /// (sqrt applied, as `optim::clip_grad_norm` returns it) as element 0
+    /// of a `[2]` F32 device tensor (element 1: the step's loss, see
+    /// `queue_step`), overwritten by every step; 0 before the first.
     pub fn grad_norm(&self) -> &Tensor {
         &self.norm
     }

@@ -12,9 +12,13 @@
 //! launches and copies that a replay runs. Everything above the driver
 //! seam (wrappers, the pool, graphs, training and restoration) runs
 //! unchanged.
+//!
+//! `NADB_EMU_REFUSE_MODULE=NAME` makes opening it fail as a CUDA driver
+//! that cannot load kernel module NAME does (a device present, a module
+//! refused), so the GPU tests can show that such a start is a failure.
 
 use crate::cuda::driver::{Driver, DriverGraph, KernelId};
-use crate::cuda::Arg;
+use crate::cuda::{Arg, Unopened};
 use std::sync::Mutex;
 
 #[cfg(nadb_emu)]
@@ -40,6 +44,10 @@ mod ffi {
         ) -> i32;
     }
 }
+
+/// What `Driver::versions` says: there is no driver.
+const EMULATED_VERSIONS: &str =
+    "no CUDA driver and no CUDA version: emulated, the kernels built by the host C++ compiler";
 
 /// Whether this build has the emulated device (a C++ compiler built it).
 pub fn available() -> bool {
@@ -76,7 +84,18 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    pub fn open() -> Result<Emulator, String> {
+    pub fn open() -> Result<Emulator, Unopened> {
+        if let Ok(module) = std::env::var("NADB_EMU_REFUSE_MODULE") {
+            return Err(Unopened {
+                reason: crate::cuda::driver::module_refused(
+                    &module,
+                    "the emulated device",
+                    "refused (NADB_EMU_REFUSE_MODULE, standing in for a driver that cannot load it)",
+                    EMULATED_VERSIONS,
+                ),
+                device_present: true,
+            });
+        }
         #[cfg(nadb_emu)]
         {
             let c = |p: *const std::ffi::c_char| unsafe { std::ffi::CStr::from_ptr(p) };
@@ -94,7 +113,10 @@ impl Emulator {
             })
         }
         #[cfg(not(nadb_emu))]
-        Err("this build has no emulated device (no C++ compiler when it was built)".into())
+        Err(Unopened {
+            reason: "this build has no emulated device (no C++ compiler when it was built)".into(),
+            device_present: false,
+        })
     }
 
     fn capturing(&self) -> std::sync::MutexGuard<'_, Option<Vec<Op>>> {
@@ -225,6 +247,10 @@ impl Driver for Emulator {
         "emulated device (the kernels compiled for this CPU, checked like compute-sanitizer)".into()
     }
 
+    fn versions(&self) -> String {
+        EMULATED_VERSIONS.into()
+    }
+
     fn max_shared_bytes(&self) -> u32 {
         #[cfg(nadb_emu)]
         return unsafe { ffi::emu_max_dynamic_shared() };
@@ -266,6 +292,7 @@ impl Driver for Emulator {
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64, String> {
+        self.not_capturing("an allocation")?;
         #[cfg(nadb_emu)]
         {
             let p = unsafe { ffi::emu_alloc(bytes) };

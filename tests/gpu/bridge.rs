@@ -5,8 +5,8 @@
 //! between launches, and the MSE loss and its gradient.
 //!
 //! In F32 the kernels round like the CPU expression by expression, so the
-//! outputs match to 1e-6 (the only expected difference is Box-Muller's rare
-//! f64-to-f32 rounding). In bf16 the CPU gets the bf16-rounded inputs and
+//! outputs match to 1e-6 (the only expected difference is the noise's, at
+//! most one f32 ulp in rare values: see src/rng.rs). In bf16 the CPU gets the bf16-rounded inputs and
 //! the outputs are compared loosely (they are stored in bf16).
 
 use crate::common::{assert_close, dev, random, MODES};
@@ -60,11 +60,16 @@ fn tolerance(dtype: DType, loose: f32) -> f32 {
     }
 }
 
-/// xt = z exactly when its coefficients are (0, 0, 1).
+/// xt = z exactly when its coefficients are (0, 0, 1): each normal within
+/// src/rng.rs's bound of the CPU's (one f32 ulp, or 1e-14 near 0; the
+/// angle is `sincospi` on the device, `cos(TAU u)` on the CPU), the count
+/// of values not equal bit for bit printed.
 fn noise_matches_rng() {
     let seed = 0x1234_5678_9abc_def0;
     let stream = Stream::TrainNoise(41);
-    for shape in SHAPES {
+    let mut differ = 0;
+    let mut total = 0;
+    for shape in SHAPES.iter().copied().chain([&[4, 128, 128, 3][..]]) {
         let n = shape[0];
         let zeros = Tensor::zeros(shape);
         let only_z = Combo {
@@ -75,12 +80,19 @@ fn noise_matches_rng() {
         let per_image = vec![(only_z, only_z); n];
         let x0 = dev(&zeros, DType::F32);
         let (xt, _) = gpu::training_pair(&x0, &x0, &per_image, seed, stream);
-        let expect: Vec<f32> = (0..zeros.numel() as u64)
-            .map(|i| rng::normal(seed, stream, i))
-            .collect();
-        let expect = Tensor::from_vec(shape, expect);
-        assert_rel(&format!("noise {shape:?}"), &expect, &xt, EXACT);
+        let got = xt.to_host().expect("download");
+        for (i, &g) in got.data().iter().enumerate() {
+            let want = rng::normal(seed, stream, i as u64);
+            let ulp = f32::from_bits(want.abs().to_bits() + 1) - want.abs();
+            assert!(
+                (g - want).abs() <= ulp.max(1e-14),
+                "noise {shape:?} [{i}]: {g:e} on the device, {want:e} on the CPU"
+            );
+            differ += usize::from(g.to_bits() != want.to_bits());
+        }
+        total += got.numel();
     }
+    println!("     {differ} of {total} normals not bit for bit the CPU's (all within the bound)");
 }
 
 fn check_training_pair(what: &str, coeffs: &dyn Fn(usize) -> (Combo, Combo)) {

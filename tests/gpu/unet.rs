@@ -99,7 +99,10 @@ fn settings(role: Role, mean: Option<&Path>) -> RunSettings {
 }
 
 /// Three NADB steps (mean network included) on the GPU in f32 and on the
-/// CPU from the same start: weights, moments and EMA agree.
+/// CPU from the same start: weights, moments and EMA agree. Each GPU step
+/// waits for the device once, after its last launch (the update): the
+/// loss is read after the update, not between forward and backward. A
+/// bf16 step too (its parameter gradients reach the optimizer in f32).
 fn training_steps() {
     let dir = tempfile::tempdir().unwrap();
     let tiny = UnetConfig::named("tiny").unwrap();
@@ -115,13 +118,30 @@ fn training_steps() {
     let make = || Trainer::new(settings(role, Some(&mean_path)), &tiny).unwrap();
     let mut cpu = make();
     let mut gpu = make().to_device(Device::Cuda(DType::F32)).unwrap();
-    for _ in 0..3 {
+    let mut bf16 = make().to_device(Device::Cuda(DType::Bf16)).unwrap();
+    let device = nadb::cuda::gpu().unwrap();
+    for step in 0..3 {
         let a = cpu.train_step(&clean, &degraded).unwrap();
+        let (waits, _) = device.host_waits();
         let b = gpu.train_step(&clean, &degraded).unwrap();
+        let (after, launches_at_wait) = device.host_waits();
+        assert_eq!(after - waits, 1, "step {step}: host waits for the device");
+        assert_eq!(
+            launches_at_wait,
+            device.launches(),
+            "step {step}: launches queued after the step's one wait"
+        );
         assert!(
             (a - b).abs() <= 1e-3 * a.abs().max(1e-3),
             "loss cpu {a} gpu {b}"
         );
+        if step == 0 {
+            let c = bf16.train_step(&clean, &degraded).unwrap();
+            assert!(
+                (a - c).abs() <= 3e-2 * a.abs().max(1e-3),
+                "loss cpu {a} bf16 {c}"
+            );
+        }
     }
     let cpu_path = dir.path().join("cpu.safetensors");
     let gpu_path = dir.path().join("gpu.safetensors");
