@@ -12,12 +12,13 @@
 # The default arguments are the CPU issue's: small config, 256x256
 # restoration at NFE 1 and batch 1, a 64x64 training step at batch 4, 3
 # timed runs each; arguments after OUT replace them (both benches take the
-# same flags). f32 on both sides (the engine's CPU backend has no bf16 path
-# yet).
+# same flags). f32 on both sides, or bf16 with PRECISION=bf16 (the engine's
+# `--precision bf16`: products' operands rounded to bf16, f32 sums; PyTorch
+# bf16 autocast), which needs a CPU with AVX512-BF16.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/benches/results/cpu-vs-pytorch}"
-precision=f32
+precision=${PRECISION:-f32}
 args=(--config small --size 256 --nfe 1 --batch 1 --train-batch 4 --train-size 64 --iters 3)
 (( $# > 1 )) && args=("${@:2}")
 venv="$root/.toolchain/torch-venv"
@@ -29,7 +30,7 @@ mkdir -p "$out"
 (cd "$root" && cargo build --release --quiet)
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-/usr/bin/time -v "$target_dir/release/nadb" bench "${args[@]}" --device cpu \
+/usr/bin/time -v "$target_dir/release/nadb" bench "${args[@]}" --device cpu --precision "$precision" \
     --force -o "$out/nadb-$precision.md.tmp" 2> "$out/nadb-$precision.time.log" >/dev/null
 mv "$out/nadb-$precision.md.tmp" "$out/nadb-$precision.md"
 "$venv/bin/python" "$root/benches/twin/bench.py" "${args[@]}" --device cpu --precision "$precision" \

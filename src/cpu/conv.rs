@@ -15,7 +15,7 @@
 //! input pixel (a gather, not a scatter, so pixels run in parallel).
 //! The reference is the seven-loop definition.
 
-use super::gemm::{matmul, matmul_packed, Mat, PackedB, Rows};
+use super::gemm::{matmul, matmul_packed, Mat, PackedB, Rows, KC};
 use super::with_scratch;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -176,6 +176,9 @@ fn broadcast_bias(out: &mut [f32], bias: Option<&Tensor>, cout: usize) {
     }
 }
 
+/// The most kernel taps (3x3).
+const MAX_TAPS: usize = 9;
+
 /// The im2col matrix transposed (row: (ky, kx, ci), column: output
 /// pixel), for the weight gradient `dw^T = patches^T * dy`; its rows are
 /// strided through the input, so the packing step gathers them, pixel by
@@ -203,22 +206,25 @@ impl Rows for PatchesT<'_> {
         ptrs: &mut [*const f32],
     ) {
         let (g, kc, rows) = (self.g, k1 - k0, ptrs.len());
-        for (k, r) in (k0..k1).enumerate() {
-            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
-            // Runs of rows inside one kernel tap read contiguous channels.
-            let mut i = 0;
-            while i < rows {
-                let (tap, ci0) = ((i0 + i) / g.cin, (i0 + i) % g.cin);
-                let len = (g.cin - ci0).min(rows - i);
-                let column = scratch[i * kc + k..].iter_mut().step_by(kc).take(len);
-                match g.tap(oy, ox, tap / g.k, tap % g.k) {
-                    Some((iy, ix)) => {
-                        let src = &self.x[((n * g.h + iy) * g.w + ix) * g.cin + ci0..][..len];
-                        column.zip(src).for_each(|(d, &v)| *d = v);
-                    }
-                    None => column.for_each(|d| *d = 0.0),
-                }
-                i += len;
+        // Where each pixel's input is, for every tap these rows span (None
+        // in the padding); then each row gathers its channel from there, so
+        // the writes are contiguous and only the reads stride.
+        let first_tap = i0 / g.cin;
+        let taps = (i0 + rows - 1) / g.cin - first_tap + 1;
+        let mut offsets = [None; MAX_TAPS * KC];
+        for t in 0..taps {
+            let tap = first_tap + t;
+            for (k, r) in (k0..k1).enumerate() {
+                let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
+                offsets[t * kc + k] = g
+                    .tap(oy, ox, tap / g.k, tap % g.k)
+                    .map(|(iy, ix)| ((n * g.h + iy) * g.w + ix) * g.cin);
+            }
+        }
+        for (i, dst) in scratch.chunks_exact_mut(kc).take(rows).enumerate() {
+            let (t, ci) = ((i0 + i) / g.cin - first_tap, (i0 + i) % g.cin);
+            for (d, o) in dst.iter_mut().zip(&offsets[t * kc..(t + 1) * kc]) {
+                *d = o.map_or(0.0, |o| self.x[o + ci]);
             }
         }
         for (i, p) in ptrs.iter_mut().enumerate() {
