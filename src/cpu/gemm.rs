@@ -324,63 +324,45 @@ unsafe fn tile_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// One tile for any vector width: MR rows, NV vectors of columns. Inlined
-    /// into the `target_feature` functions below, which give the intrinsics
-    /// their instruction set.
-    macro_rules! tile {
-        ($kc:expr, $a:expr, $b:expr, $c:expr, $ldc:expr, $acc:expr,
-         $mr:literal, $nv:literal, $lanes:literal,
-         $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {{
-            let rows: [*const f32; $mr] = *($a as *const [*const f32; $mr]);
-            let mut sum = [[$zero(); $nv]; $mr];
-            for k in 0..$kc {
-                let bk = $b.add(k * $nv * $lanes);
-                let mut bv = [$zero(); $nv];
-                for (v, slot) in bv.iter_mut().enumerate() {
-                    *slot = $load(bk.add(v * $lanes));
+    /// `tile_kernel! { name, "features", MR, NV, LANES, zero, load, store,
+    /// splat, fma, add }` defines one tile kernel for any vector width: MR
+    /// rows, NV vectors of LANES columns, the intrinsics named compiled with
+    /// the instruction set `features` enables.
+    macro_rules! tile_kernel {
+        ($name:ident, $features:literal, $mr:literal, $nv:literal, $lanes:literal,
+         $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                kc: usize,
+                a: *const *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                acc: bool,
+            ) {
+                let rows: [*const f32; $mr] = *(a as *const [*const f32; $mr]);
+                let mut sum = [[$zero(); $nv]; $mr];
+                for k in 0..kc {
+                    let bk = b.add(k * $nv * $lanes);
+                    let mut bv = [$zero(); $nv];
+                    for (v, slot) in bv.iter_mut().enumerate() {
+                        *slot = $load(bk.add(v * $lanes));
+                    }
+                    for (i, row) in sum.iter_mut().enumerate() {
+                        let ai = $splat(*rows[i].add(k));
+                        for (s, &b) in row.iter_mut().zip(&bv) {
+                            *s = $fma(ai, b, *s);
+                        }
+                    }
                 }
-                for (i, row) in sum.iter_mut().enumerate() {
-                    let ai = $splat(*rows[i].add(k));
-                    for (s, &b) in row.iter_mut().zip(&bv) {
-                        *s = $fma(ai, b, *s);
+                for (i, row) in sum.iter().enumerate() {
+                    for (v, &s) in row.iter().enumerate() {
+                        let p = c.add(i * ldc + v * $lanes);
+                        $store(p, if acc { $add($load(p), s) } else { s });
                     }
                 }
             }
-            for (i, row) in sum.iter().enumerate() {
-                for (v, &s) in row.iter().enumerate() {
-                    let p = $c.add(i * $ldc + v * $lanes);
-                    $store(p, if $acc { $add($load(p), s) } else { s });
-                }
-            }
-        }};
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_avx512(
-        kc: usize,
-        a: *const *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        tile!(
-            kc,
-            a,
-            b,
-            c,
-            ldc,
-            acc,
-            12,
-            2,
-            16,
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_storeu_ps,
-            _mm512_set1_ps,
-            _mm512_fmadd_ps,
-            _mm512_add_ps
-        )
+        };
     }
 
     /// `sum + a . b` over the bf16 pairs in each 32-bit lane.
@@ -393,63 +375,16 @@ mod x86 {
         )
     }
 
-    /// The AVX-512 tile with `vdpbf16ps`: the broadcast of a float slot of
-    /// `a` is the broadcast of its bf16 pair.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn tile_avx512_bf16(
-        kc: usize,
-        a: *const *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        tile!(
-            kc,
-            a,
-            b,
-            c,
-            ldc,
-            acc,
-            12,
-            2,
-            16,
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_storeu_ps,
-            _mm512_set1_ps,
-            dot_bf16_pairs,
-            _mm512_add_ps
-        )
-    }
+    tile_kernel! { tile_avx512, "avx512f", 12, 2, 16, _mm512_setzero_ps, _mm512_loadu_ps,
+    _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_avx2(
-        kc: usize,
-        a: *const *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        tile!(
-            kc,
-            a,
-            b,
-            c,
-            ldc,
-            acc,
-            6,
-            2,
-            8,
-            _mm256_setzero_ps,
-            _mm256_loadu_ps,
-            _mm256_storeu_ps,
-            _mm256_set1_ps,
-            _mm256_fmadd_ps,
-            _mm256_add_ps
-        )
-    }
+    // With `vdpbf16ps`: the broadcast of a float slot of `a` is the
+    // broadcast of its bf16 pair.
+    tile_kernel! { tile_avx512_bf16, "avx512f,avx512bf16", 12, 2, 16, _mm512_setzero_ps,
+    _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, dot_bf16_pairs, _mm512_add_ps }
+
+    tile_kernel! { tile_avx2, "avx2,fma", 6, 2, 8, _mm256_setzero_ps, _mm256_loadu_ps,
+    _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps }
 }
 
 /// `b` packed for one kernel: for each KC block of rows, its columns in
