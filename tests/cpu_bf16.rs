@@ -5,18 +5,9 @@
 
 mod common;
 
-use common::{randn, rng};
-use nadb::cpu::gemm::{bf16_bits, Kernel};
+use common::{bf16_rounded as round, randn, rng};
+use nadb::cpu::gemm::Kernel;
 use nadb::cpu::{attention, conv};
-use nadb::Tensor;
-
-fn round(t: &Tensor) -> Tensor {
-    let data = t
-        .data()
-        .iter()
-        .map(|&v| f32::from_bits(u32::from(bf16_bits(v)) << 16));
-    Tensor::from_vec(t.shape(), data.collect())
-}
 
 #[test]
 fn bf16_products_match_the_references_on_rounded_operands() {

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{check_grads, randn, rng};
-use nadb::cpu::gemm::{bf16_bits, matmul_reference, matmul_with, Kernel, Mat};
+use common::{bf16_rounded as round, check_grads, randn, rng};
+use nadb::cpu::gemm::{matmul_reference, matmul_with, Kernel, Mat};
 use nadb::cpu::{attention, conv, linear};
 use nadb::ops;
 use nadb::tensor::DType;
@@ -52,19 +52,12 @@ fn gemm_matches_reference_on_strided_views_with_every_kernel() {
 
 /// The bf16 kernel (where the CPU has it) against the reference on the
 /// operands rounded to bf16: the products are then exact, only the f32 sums
-/// differ in order. Patches (conv) go through the same rounding as matrices.
+/// differ in order (convolutions: tests/cpu_bf16.rs).
 #[test]
 fn bf16_gemm_matches_reference_on_rounded_operands() {
     let Some(kernel) = Kernel::bf16() else {
         println!("skip: this CPU has no AVX512-BF16");
         return;
-    };
-    let round = |t: &Tensor| {
-        let data = t
-            .data()
-            .iter()
-            .map(|&v| f32::from_bits(u32::from(bf16_bits(v)) << 16));
-        Tensor::from_vec(t.shape(), data.collect())
     };
     let mut r = rng(3);
     for &(m, k, n) in &[(3, 5, 7), (130, 67, 90), (40, 521, 300)] {

@@ -15,7 +15,7 @@
 //! input pixel (a gather, not a scatter, so pixels run in parallel).
 //! The reference is the seven-loop definition.
 
-use super::gemm::{matmul, matmul_packed, Mat, PackedB, Rows, KC};
+use super::gemm::{matmul, matmul_packed, point_at_rows, Mat, PackedB, Rows, KC};
 use super::with_scratch;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -227,9 +227,7 @@ impl Rows for PatchesT<'_> {
                 *d = o.map_or(0.0, |o| self.x[o + ci]);
             }
         }
-        for (i, p) in ptrs.iter_mut().enumerate() {
-            *p = scratch[i * kc..].as_ptr();
-        }
+        point_at_rows(scratch, kc, ptrs);
     }
 }
 

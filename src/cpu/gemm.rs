@@ -91,8 +91,8 @@ pub trait Rows: Sync {
     fn cols(&self) -> usize;
     /// The end of the depth block that starts at `k0` (at most `limit`):
     /// a block never spans a place where a row stops being contiguous.
-    fn block_end(&self, k0: usize, limit: usize) -> usize {
-        limit.min(self.cols()).max(k0)
+    fn block_end(&self, _k0: usize, limit: usize) -> usize {
+        limit
     }
     /// Pointers to columns `k0..k1` of rows `i0..i0 + ptrs.len()`, each run
     /// contiguous; null for a row that is all zero there. `scratch` holds
@@ -149,9 +149,15 @@ impl Rows for Mat<'_> {
                 }
             }
         }
-        for (i, p) in ptrs.iter_mut().enumerate() {
-            *p = scratch[i * kc..].as_ptr();
-        }
+        point_at_rows(scratch, kc, ptrs);
+    }
+}
+
+/// Points `ptrs` at consecutive rows of `len` floats in `rows`: where a
+/// source that gathers leaves its rows.
+pub fn point_at_rows(rows: &[f32], len: usize, ptrs: &mut [*const f32]) {
+    for (row, p) in rows.chunks(len).zip(ptrs.iter_mut()) {
+        *p = row.as_ptr();
     }
 }
 
@@ -711,9 +717,7 @@ fn rows_as_bf16(
             }
         }
     }
-    for (i, p) in ptrs.iter_mut().enumerate() {
-        *p = converted[i * slots..].as_ptr();
-    }
+    point_at_rows(converted, slots, ptrs);
 }
 
 /// Plain triple loop with the same contract as `matmul`: the reference the

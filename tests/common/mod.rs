@@ -19,6 +19,13 @@ pub fn randn(rng: &mut StdRng, shape: &[usize], scale: f32) -> Tensor {
     Tensor::from_vec(shape, data)
 }
 
+/// `t` with every value rounded to bf16 (the numbers a bf16 product sees).
+pub fn bf16_rounded(t: &Tensor) -> Tensor {
+    let bits = |v: f32| u32::from(nadb::cpu::gemm::bf16_bits(v)) << 16;
+    let data = t.data().iter().map(|&v| f32::from_bits(bits(v)));
+    Tensor::from_vec(t.shape(), data.collect())
+}
+
 /// The scalar the check differentiates: `sum(out * probe)` in f64.
 fn probe_loss(out: &Tensor, probe: &Tensor) -> f64 {
     out.data()
