@@ -108,13 +108,17 @@ fn fast_exp_is_within_two_ulp_of_f64_exp() {
     assert_eq!(nadb::cpu::math::exp(0.0), 1.0);
 }
 
-/// (n, h, w, cin, cout, k, stride): odd sizes, both kernels, both strides.
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+/// (n, h, w, cin, cout, k, stride): odd sizes, both kernels, both strides;
+/// the last two take the weight gradient's 8x8 transposes over more than
+/// one depth block and more than one task of rows.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
     (2, 5, 6, 3, 4, 3, 1),
     (1, 7, 5, 4, 6, 3, 2),
     (2, 4, 4, 5, 3, 1, 1),
     (1, 5, 7, 3, 2, 1, 2),
     (3, 6, 6, 8, 8, 3, 1),
+    (1, 20, 18, 16, 12, 3, 1),
+    (2, 21, 19, 24, 8, 3, 2),
 ];
 
 #[test]

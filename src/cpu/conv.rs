@@ -221,13 +221,91 @@ impl Rows for PatchesT<'_> {
                     .map(|(iy, ix)| ((n * g.h + iy) * g.w + ix) * g.cin);
             }
         }
+        // Groups of 8 rows inside one tap, 8 pixels at a time, are 8x8
+        // transposes of the pixels' channel runs; the rest one by one.
+        let by_eights = transpose8_available() && g.cin % 8 == 0 && i0 % 8 == 0;
+        let (grouped_rows, grouped_cols) = match by_eights {
+            true => (rows / 8 * 8, kc / 8 * 8),
+            false => (0, 0),
+        };
+        for i in (0..grouped_rows).step_by(8) {
+            let (t, ci) = ((i0 + i) / g.cin - first_tap, (i0 + i) % g.cin);
+            let taps = &offsets[t * kc..(t + 1) * kc];
+            for k in (0..grouped_cols).step_by(8) {
+                let src: [&[f32]; 8] = std::array::from_fn(|j| {
+                    taps[k + j].map_or(&ZERO_RUN[..], |o| &self.x[o + ci..][..8])
+                });
+                transpose8(src, &mut scratch[i * kc + k..], kc);
+            }
+        }
         for (i, dst) in scratch.chunks_exact_mut(kc).take(rows).enumerate() {
             let (t, ci) = ((i0 + i) / g.cin - first_tap, (i0 + i) % g.cin);
-            for (d, o) in dst.iter_mut().zip(&offsets[t * kc..(t + 1) * kc]) {
+            let start = if i < grouped_rows { grouped_cols } else { 0 };
+            for (d, o) in dst[start..]
+                .iter_mut()
+                .zip(&offsets[t * kc + start..(t + 1) * kc])
+            {
                 *d = o.map_or(0.0, |o| self.x[o + ci]);
             }
         }
         point_at_rows(scratch, kc, ptrs);
+    }
+}
+
+/// What a padding pixel's channel run reads.
+static ZERO_RUN: [f32; 8] = [0.0; 8];
+
+fn transpose8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `dst[c * ld + j] = src[j][c]` for an 8x8 block (the first 8 floats of
+/// each `src`), in eight registers and 24 shuffles. Call only when
+/// `transpose8_available()`.
+fn transpose8(src: [&[f32]; 8], dst: &mut [f32], ld: usize) {
+    assert!(src.iter().all(|s| s.len() >= 8) && dst.len() >= 7 * ld + 8);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the lengths are checked above, AVX2 by the caller.
+    unsafe {
+        transpose8_avx2(src, dst.as_mut_ptr(), ld)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("transpose8 without AVX2");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8_avx2(src: [&[f32]; 8], dst: *mut f32, ld: usize) {
+    use std::arch::x86_64::*;
+    let r = src.map(|s| _mm256_loadu_ps(s.as_ptr()));
+    // Pairs of rows interleaved, then pairs of pairs: each register holds
+    // four rows of two columns, one per 128-bit half.
+    let lo = |a, b| _mm256_unpacklo_ps(a, b);
+    let hi = |a, b| _mm256_unpackhi_ps(a, b);
+    let (t0, t1, t2, t3) = (
+        lo(r[0], r[1]),
+        hi(r[0], r[1]),
+        lo(r[2], r[3]),
+        hi(r[2], r[3]),
+    );
+    let (t4, t5, t6, t7) = (
+        lo(r[4], r[5]),
+        hi(r[4], r[5]),
+        lo(r[6], r[7]),
+        hi(r[6], r[7]),
+    );
+    let even = |a, b| _mm256_shuffle_ps::<0x44>(a, b);
+    let odd = |a, b| _mm256_shuffle_ps::<0xEE>(a, b);
+    let top = [even(t0, t2), odd(t0, t2), even(t1, t3), odd(t1, t3)];
+    let bottom = [even(t4, t6), odd(t4, t6), even(t5, t7), odd(t5, t7)];
+    for c in 0..4 {
+        let first = _mm256_permute2f128_ps::<0x20>(top[c], bottom[c]);
+        let second = _mm256_permute2f128_ps::<0x31>(top[c], bottom[c]);
+        _mm256_storeu_ps(dst.add(c * ld), first);
+        _mm256_storeu_ps(dst.add((c + 4) * ld), second);
     }
 }
 
