@@ -109,9 +109,11 @@ fn fast_exp_is_within_two_ulp_of_f64_exp() {
 }
 
 /// (n, h, w, cin, cout, k, stride): odd sizes, both kernels, both strides;
-/// the last two take the weight gradient's 8x8 transposes over more than
-/// one depth block and more than one task of rows.
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
+/// two take the weight gradient's 8x8 transposes over more than one depth
+/// block and more than one task of rows; the last has a row of taps longer
+/// than a depth block, so blocks split it mid-tap; the last has more output
+/// pixels than a weight-gradient chunk (1024), so partial sums are added.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
     (2, 5, 6, 3, 4, 3, 1),
     (1, 7, 5, 4, 6, 3, 2),
     (2, 4, 4, 5, 3, 1, 1),
@@ -119,6 +121,8 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
     (3, 6, 6, 8, 8, 3, 1),
     (1, 20, 18, 16, 12, 3, 1),
     (2, 21, 19, 24, 8, 3, 2),
+    (1, 6, 7, 100, 5, 3, 1),
+    (1, 34, 33, 8, 4, 3, 1),
 ];
 
 #[test]

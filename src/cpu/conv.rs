@@ -15,7 +15,7 @@
 //! input pixel (a gather, not a scatter, so pixels run in parallel).
 //! The reference is the seven-loop definition.
 
-use super::gemm::{matmul, matmul_packed, point_at_rows, Mat, PackedB, Rows, KC};
+use super::gemm::{matmul, matmul_packed, point_at_rows, Mat, PackedB, Rows};
 use super::with_scratch;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -83,6 +83,30 @@ impl ConvGeom {
         (iy < self.h && ix < self.w).then_some((iy, ix))
     }
 
+    /// Output pixels `r0..` as (image, row, column), in order: walked,
+    /// not divided out per pixel.
+    fn pixels_from(&self, r0: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (ho, wo) = (self.ho, self.wo);
+        let mut at = (r0 / (ho * wo), (r0 / wo) % ho, r0 % wo);
+        std::iter::from_fn(move || {
+            let here = at;
+            at.2 += 1;
+            if at.2 == wo {
+                at = (at.0, at.1 + 1, 0);
+                if at.1 == ho {
+                    at = (at.0 + 1, 0, 0);
+                }
+            }
+            Some(here)
+        })
+    }
+
+    /// The output rows from the one holding pixel `r0` on, as (image, row,
+    /// its first pixel's index).
+    fn rows_from(&self, r0: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        (r0 / self.wo..).map(|row| (row / self.ho, row % self.ho, row * self.wo))
+    }
+
     /// Multiply-adds times two.
     pub fn flops(&self) -> u64 {
         2 * (self.n * self.ho * self.wo * self.cout * self.patch_len()) as u64
@@ -105,25 +129,61 @@ impl Rows for Patches<'_> {
         self.g.patch_len()
     }
 
-    /// Blocks stay inside one kernel tap, where a row is `cin` contiguous
-    /// input channels of one pixel (or zero padding).
+    /// Blocks stay inside one row of kernel taps: there a patch row reads
+    /// consecutive input pixels of one input row, so it is contiguous in
+    /// `x` unless it crosses the left or right border.
     fn block_end(&self, k0: usize, limit: usize) -> usize {
-        limit.min((k0 / self.g.cin + 1) * self.g.cin)
+        let tap_row = self.g.k * self.g.cin;
+        limit.min((k0 / tap_row + 1) * tap_row)
     }
 
-    fn row_ptrs(&self, i0: usize, k0: usize, k1: usize, _: &mut [f32], ptrs: &mut [*const f32]) {
-        let g = self.g;
-        let (tap, ci0) = (k0 / g.cin, k0 % g.cin);
-        debug_assert!(ci0 + (k1 - k0) <= g.cin);
-        for (i, p) in ptrs.iter_mut().enumerate() {
-            let r = i0 + i;
-            let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
-            *p = match g.tap(oy, ox, tap / g.k, tap % g.k) {
-                Some((iy, ix)) => {
-                    self.x[((n * g.h + iy) * g.w + ix) * g.cin + ci0..][..k1 - k0].as_ptr()
-                }
-                None => std::ptr::null(),
+    fn row_ptrs(
+        &self,
+        i0: usize,
+        k0: usize,
+        k1: usize,
+        scratch: &mut [f32],
+        ptrs: &mut [*const f32],
+    ) {
+        let (g, len) = (self.g, k1 - k0);
+        let tap_row = g.k * g.cin;
+        let (ky, start) = (k0 / tap_row, k0 % tap_row);
+        debug_assert!(start + len <= tap_row);
+        let taps = start / g.cin..(start + len - 1) / g.cin + 1;
+        let pixels = ptrs.iter_mut().zip(g.pixels_from(i0));
+        for (i, (p, (n, oy, ox))) in pixels.enumerate() {
+            *p = std::ptr::null();
+            let Some(iy) = (oy * g.stride + ky)
+                .checked_sub(g.pad)
+                .filter(|&iy| iy < g.h)
+            else {
+                continue;
             };
+            // Input column of tap kx: `ox * stride + kx - pad`.
+            let ix = |kx: usize| {
+                (ox * g.stride + kx)
+                    .checked_sub(g.pad)
+                    .filter(|&ix| ix < g.w)
+            };
+            let row = &self.x[(n * g.h + iy) * g.w * g.cin..][..g.w * g.cin];
+            let (first, last) = (ix(taps.start), ix(taps.end - 1));
+            if let (Some(first), Some(_)) = (first, last) {
+                *p = row[first * g.cin + start % g.cin..][..len].as_ptr();
+            } else if first.is_some() || last.is_some() {
+                // Across a border: the taps inside copied, the rest zero.
+                let dst = &mut scratch[i * len..][..len];
+                for kx in taps.clone() {
+                    let (a, b) = (start.max(kx * g.cin), (start + len).min((kx + 1) * g.cin));
+                    let part = &mut dst[a - start..b - start];
+                    match ix(kx) {
+                        Some(c) => {
+                            part.copy_from_slice(&row[c * g.cin + a - kx * g.cin..][..b - a])
+                        }
+                        None => part.fill(0.0),
+                    }
+                }
+                *p = dst.as_ptr();
+            }
         }
     }
 }
@@ -176,16 +236,17 @@ fn broadcast_bias(out: &mut [f32], bias: Option<&Tensor>, cout: usize) {
     }
 }
 
-/// The most kernel taps (3x3).
-const MAX_TAPS: usize = 9;
-
 /// The im2col matrix transposed (row: (ky, kx, ci), column: output
-/// pixel), for the weight gradient `dw^T = patches^T * dy`; its rows are
-/// strided through the input, so the packing step gathers them, pixel by
-/// pixel (a pixel's channels are contiguous in `x`).
+/// pixel), for the weight gradient `dw^T = patches^T * dy`, read from the
+/// input transposed once into channel planes (`[cin, n*h*w]`): a row is then
+/// a channel plane shifted by its tap, contiguous along each output image
+/// row, so the packing step copies runs instead of transposing every
+/// element once per tap.
 struct PatchesT<'a> {
     g: &'a ConvGeom,
-    x: &'a [f32],
+    planes: &'a [f32],
+    /// The output pixels (columns) this view covers.
+    pixels: std::ops::Range<usize>,
 }
 
 impl Rows for PatchesT<'_> {
@@ -194,7 +255,7 @@ impl Rows for PatchesT<'_> {
     }
 
     fn cols(&self) -> usize {
-        self.g.n * self.g.ho * self.g.wo
+        self.pixels.len()
     }
 
     fn row_ptrs(
@@ -205,55 +266,79 @@ impl Rows for PatchesT<'_> {
         scratch: &mut [f32],
         ptrs: &mut [*const f32],
     ) {
-        let (g, kc, rows) = (self.g, k1 - k0, ptrs.len());
-        // Where each pixel's input is, for every tap these rows span (None
-        // in the padding); then each row gathers its channel from there, so
-        // the writes are contiguous and only the reads stride.
-        let first_tap = i0 / g.cin;
-        let taps = (i0 + rows - 1) / g.cin - first_tap + 1;
-        let mut offsets = [None; MAX_TAPS * KC];
-        for t in 0..taps {
-            let tap = first_tap + t;
-            for (k, r) in (k0..k1).enumerate() {
-                let (n, oy, ox) = (r / (g.ho * g.wo), (r / g.wo) % g.ho, r % g.wo);
-                offsets[t * kc + k] = g
-                    .tap(oy, ox, tap / g.k, tap % g.k)
-                    .map(|(iy, ix)| ((n * g.h + iy) * g.w + ix) * g.cin);
-            }
-        }
-        // Groups of 8 rows inside one tap, 8 pixels at a time, are 8x8
-        // transposes of the pixels' channel runs; the rest one by one.
-        let by_eights = transpose8_available() && g.cin % 8 == 0 && i0 % 8 == 0;
-        let (grouped_rows, grouped_cols) = match by_eights {
-            true => (rows / 8 * 8, kc / 8 * 8),
-            false => (0, 0),
-        };
-        for i in (0..grouped_rows).step_by(8) {
-            let (t, ci) = ((i0 + i) / g.cin - first_tap, (i0 + i) % g.cin);
-            let taps = &offsets[t * kc..(t + 1) * kc];
-            for k in (0..grouped_cols).step_by(8) {
-                let src: [&[f32]; 8] = std::array::from_fn(|j| {
-                    taps[k + j].map_or(&ZERO_RUN[..], |o| &self.x[o + ci..][..8])
-                });
-                transpose8(src, &mut scratch[i * kc + k..], kc);
-            }
-        }
-        for (i, dst) in scratch.chunks_exact_mut(kc).take(rows).enumerate() {
-            let (t, ci) = ((i0 + i) / g.cin - first_tap, (i0 + i) % g.cin);
-            let start = if i < grouped_rows { grouped_cols } else { 0 };
-            for (d, o) in dst[start..]
-                .iter_mut()
-                .zip(&offsets[t * kc + start..(t + 1) * kc])
-            {
-                *d = o.map_or(0.0, |o| self.x[o + ci]);
+        let (g, kc, k0) = (self.g, k1 - k0, self.pixels.start + k0);
+        let plane_len = g.n * g.h * g.w;
+        for (i, dst) in scratch.chunks_exact_mut(kc).take(ptrs.len()).enumerate() {
+            let (tap, ci) = ((i0 + i) / g.cin, (i0 + i) % g.cin);
+            let (ky, kx) = (tap / g.k, tap % g.k);
+            let plane = &self.planes[ci * plane_len..][..plane_len];
+            // One run per output row the block covers (a whole row but
+            // perhaps the first and the last).
+            let (mut k, mut ox) = (0, k0 % g.wo);
+            for (n, oy, _) in g.rows_from(k0) {
+                if k == kc {
+                    break;
+                }
+                let run = &mut dst[k..][..(g.wo - ox).min(kc - k)];
+                k += run.len();
+                let iy = (oy * g.stride + ky)
+                    .checked_sub(g.pad)
+                    .filter(|&iy| iy < g.h);
+                let Some(iy) = iy else {
+                    run.fill(0.0);
+                    continue;
+                };
+                let row = &plane[(n * g.h + iy) * g.w..][..g.w];
+                // Output columns ox + j whose input column
+                // (ox + j) * stride + kx - pad lies inside the row.
+                let first = (g.pad.saturating_sub(kx) + g.stride - 1) / g.stride;
+                let last = (g.w + g.pad - kx).div_ceil(g.stride).min(g.wo);
+                let clip = |o: usize| o.clamp(ox, ox + run.len()) - ox;
+                let inside = clip(first)..clip(last).max(clip(first));
+                run[..inside.start].fill(0.0);
+                run[inside.end..].fill(0.0);
+                let col = |j: usize| (ox + j) * g.stride + kx - g.pad;
+                match g.stride {
+                    1 => run[inside.clone()]
+                        .copy_from_slice(&row[col(inside.start)..][..inside.len()]),
+                    _ => {
+                        for j in inside {
+                            run[j] = row[col(j)];
+                        }
+                    }
+                }
+                ox = 0;
             }
         }
         point_at_rows(scratch, kc, ptrs);
     }
 }
 
-/// What a padding pixel's channel run reads.
-static ZERO_RUN: [f32; 8] = [0.0; 8];
+/// `x` (`[pixels, c]`) transposed into `planes` (`[c, pixels]`), eight
+/// planes per task, 8x8 blocks at a time where they fit.
+fn to_channel_planes(x: &[f32], pixels: usize, c: usize, planes: &mut [f32]) {
+    planes
+        .par_chunks_mut(8 * pixels)
+        .enumerate()
+        .for_each(|(group, out)| {
+            let c0 = group * 8;
+            let width = (c - c0).min(8);
+            let blocked = if width == 8 && transpose8_available() {
+                pixels / 8 * 8
+            } else {
+                0
+            };
+            for p in (0..blocked).step_by(8) {
+                let src = std::array::from_fn(|j| &x[(p + j) * c + c0..][..8]);
+                transpose8(src, &mut out[p..], pixels);
+            }
+            for p in blocked..pixels {
+                for ch in 0..width {
+                    out[ch * pixels + p] = x[p * c + c0 + ch];
+                }
+            }
+        });
+}
 
 fn transpose8_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -384,23 +469,7 @@ pub fn conv2d_backward(
         }
     } else {
         if let Some(dw) = dw.as_mut() {
-            // dw^T = patches^T * dy ([k*k*cin, cout]), then transposed into
-            // the weight's [cout, k*k*cin].
-            let dy_packed = PackedB::new(dy_mat);
-            with_scratch(plen * g.cout, |dw_t| {
-                matmul_packed(
-                    &PatchesT { g: &g, x: x.data() },
-                    &dy_packed,
-                    dw_t,
-                    g.cout,
-                    false,
-                );
-                for (co, row) in dw.chunks_mut(plen).enumerate() {
-                    for (p, v) in row.iter_mut().enumerate() {
-                        *v = dw_t[p * g.cout + co];
-                    }
-                }
-            });
+            weight_grad(&g, x.data(), dy.data(), dw);
         }
         if let Some(dx) = dx.as_mut() {
             if g.stride == 1 {
@@ -415,6 +484,58 @@ pub fn conv2d_backward(
         dw: dw.map(|d| Tensor::from_vec(weight.shape(), d)),
         db: need[2].then(|| super::sum_rows(dy)),
     }
+}
+
+/// Output pixels per weight-gradient chunk, at most: the chunk's share of
+/// the input planes (at most 512 KB at 128 channels) stays in L2 while all
+/// its taps are read.
+const WEIGHT_GRAD_CHUNK: usize = 1024;
+
+/// `dw^T = patches^T * dy` (`[k*k*cin, cout]`), transposed into the
+/// weight's `[cout, k*k*cin]`. The output pixels are cut into chunks, one
+/// task each with its own partial sum (a single chunk splits its rows
+/// instead); the partials are added in chunk order, so the bits do
+/// not depend on the thread count. Cut along rows of the product instead,
+/// every task streamed the whole input from L3 for its few rows.
+fn weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (plen, pixels) = (g.patch_len(), g.n * g.ho * g.wo);
+    let chunk = WEIGHT_GRAD_CHUNK;
+    let part_len = plen * g.cout;
+    with_scratch(x.len() + pixels.div_ceil(chunk) * part_len, |buf| {
+        let (planes, parts) = buf.split_at_mut(x.len());
+        to_channel_planes(x, g.n * g.h * g.w, g.cin, planes);
+        let chunk_grad = |(c, part): (usize, &mut [f32])| {
+            let ks = c * chunk..((c + 1) * chunk).min(pixels);
+            let dy_rows = Mat::rows(&dy[ks.start * g.cout..ks.end * g.cout], ks.len(), g.cout);
+            let patches_t = PatchesT {
+                g,
+                planes,
+                pixels: ks,
+            };
+            matmul_packed(&patches_t, &PackedB::new(dy_rows), part, g.cout, false);
+        };
+        if parts.len() == part_len {
+            // One chunk: the product itself splits its rows over the pool.
+            chunk_grad((0, parts));
+        } else {
+            parts
+                .par_chunks_mut(part_len)
+                .enumerate()
+                .for_each(chunk_grad);
+        }
+        let (total, rest) = parts.split_at_mut(part_len);
+        for part in rest.chunks(part_len) {
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += p;
+            }
+        }
+        let total = &*total;
+        dw.par_chunks_mut(plen).enumerate().for_each(|(co, row)| {
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = total[p * g.cout + co];
+            }
+        });
+    });
 }
 
 /// The input gradient at any stride: `dy * W` per chunk of whole images
