@@ -291,7 +291,7 @@ impl Rows for PatchesT<'_> {
                 let row = &plane[(n * g.h + iy) * g.w..][..g.w];
                 // Output columns ox + j whose input column
                 // (ox + j) * stride + kx - pad lies inside the row.
-                let first = (g.pad.saturating_sub(kx) + g.stride - 1) / g.stride;
+                let first = g.pad.saturating_sub(kx).div_ceil(g.stride);
                 let last = (g.w + g.pad - kx).div_ceil(g.stride).min(g.wo);
                 let clip = |o: usize| o.clamp(ox, ox + run.len()) - ox;
                 let inside = clip(first)..clip(last).max(clip(first));
