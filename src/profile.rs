@@ -25,6 +25,9 @@ pub struct Span {
     /// Microseconds since the first span of the process.
     pub start_us: f64,
     pub dur_us: f64,
+    /// The process's CPU time (all threads) during the span: over `dur_us`,
+    /// how many cores the op kept busy on the CPU backend.
+    pub cpu_us: f64,
     pub flops: f64,
     pub bytes: f64,
 }
@@ -118,13 +121,13 @@ pub fn span<T: Outputs>(
         return f();
     }
     let origin = *ORIGIN.get_or_init(Instant::now);
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), process_cpu_us());
     let out = f();
     if on_device {
         // A failure is kept by the device and reported by the caller.
         let _ = crate::cuda::gpu().map(|g| g.synchronize());
     }
-    let end = Instant::now();
+    let (end, cpu_end) = (Instant::now(), process_cpu_us());
     let span = Span {
         name,
         shape: inputs
@@ -133,11 +136,26 @@ pub fn span<T: Outputs>(
             .unwrap_or_default(),
         start_us: (start - origin).as_secs_f64() * 1e6,
         dur_us: (end - start).as_secs_f64() * 1e6,
+        cpu_us: cpu_end - cpu_start,
         flops,
         bytes: inputs.iter().map(|t| t.bytes()).sum::<f64>() + out.bytes(),
     };
     SPANS.lock().expect("profile lock").push(span);
     out
+}
+
+/// CPU time used so far by every thread of this process, in microseconds.
+fn process_cpu_us() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    match status {
+        0 => t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3,
+        _ => f64::NAN,
+    }
 }
 
 /// Runs `f` with recording on; returns its result and the spans it left.
@@ -168,6 +186,7 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
         shape: &'a [usize],
         calls: usize,
         us: f64,
+        cpu_us: f64,
         flops: f64,
         bytes: f64,
     }
@@ -180,6 +199,7 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
             Some(r) => {
                 r.calls += 1;
                 r.us += s.dur_us;
+                r.cpu_us += s.cpu_us;
                 r.flops += s.flops;
                 r.bytes += s.bytes;
             }
@@ -188,6 +208,7 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
                 shape: &s.shape,
                 calls: 1,
                 us: s.dur_us,
+                cpu_us: s.cpu_us,
                 flops: s.flops,
                 bytes: s.bytes,
             }),
@@ -195,20 +216,23 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
     }
     rows.sort_by(|a, b| b.us.total_cmp(&a.us));
     let op_us: f64 = rows.iter().map(|r| r.us).sum();
+    let op_cpu_us: f64 = rows.iter().map(|r| r.cpu_us).sum();
     let mut out = format!(
-        "{title}: {:.3} s wall, {:.3} s in {} op calls ({:.1}%)\n\n\
-         | op | shape (first input) | calls | total ms | share | GFLOP | GFLOP/s | GB/s |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "{title}: {:.3} s wall, {:.3} s in {} op calls ({:.1}%), {:.2} cores busy in them\n\n\
+         | op | shape (first input) | calls | total ms | share | cores | GFLOP | GFLOP/s | GB/s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         wall_seconds,
         op_us / 1e6,
         spans.len(),
-        100.0 * op_us / 1e6 / wall_seconds.max(1e-12)
+        100.0 * op_us / 1e6 / wall_seconds.max(1e-12),
+        op_cpu_us / op_us.max(1e-12)
     );
     for Row {
         name,
         shape,
         calls,
         us,
+        cpu_us,
         flops,
         bytes,
     } in &rows
@@ -224,9 +248,10 @@ pub fn table(title: &str, spans: &[Span], wall_seconds: f64) -> String {
             ("-".into(), "-".into())
         };
         out += &format!(
-            "| {name} | {shape:?} | {calls} | {:.2} | {:.1}% | {} | {} | {:.2} |\n",
+            "| {name} | {shape:?} | {calls} | {:.2} | {:.1}% | {:.2} | {} | {} | {:.2} |\n",
             us / 1e3,
             100.0 * secs / wall_seconds.max(1e-12),
+            cpu_us / us.max(1e-12),
             gflop.0,
             gflop.1,
             rate(*bytes)

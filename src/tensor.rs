@@ -10,7 +10,13 @@
 
 use crate::cuda::memory::DeviceBuffer;
 use crate::error::Result;
+use rayon::prelude::*;
 use std::fmt;
+
+/// Elements per task in the whole-tensor loops below (gradient
+/// accumulation and norms run once per parameter and skip connection in
+/// every training step; serial, they left a core idle).
+const ELEMS_PER_TASK: usize = 1 << 16;
 
 /// Element type of a device tensor (host tensors are always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -282,9 +288,15 @@ impl Tensor {
         if self.is_cuda() {
             return crate::cuda::elementwise::axpy(self, alpha, other);
         }
-        for (a, b) in self.data_mut().iter_mut().zip(other.data()) {
-            *a += alpha * *b;
-        }
+        let pairs = self
+            .data_mut()
+            .par_chunks_mut(ELEMS_PER_TASK)
+            .zip(other.data().par_chunks(ELEMS_PER_TASK));
+        pairs.for_each(|(a, b)| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += alpha * *b;
+            }
+        });
     }
 
     /// `self += other` (gradient accumulation).
@@ -297,8 +309,15 @@ impl Tensor {
         self.axpy(-1.0, other);
     }
 
+    /// The sum of squares, in f64: per chunk, the chunks added in order
+    /// (the same bits for any thread count).
     pub fn sum_sq(&self) -> f64 {
-        self.data().iter().map(|&v| (v as f64) * (v as f64)).sum()
+        let chunk_sums: Vec<f64> = self
+            .data()
+            .par_chunks(ELEMS_PER_TASK)
+            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .collect();
+        chunk_sums.iter().sum()
     }
 
     pub fn max_abs_diff(&self, other: &Tensor) -> f32 {

@@ -112,8 +112,9 @@ fn fast_exp_is_within_two_ulp_of_f64_exp() {
 /// two take the weight gradient's 8x8 transposes over more than one depth
 /// block and more than one task of rows; the last has a row of taps longer
 /// than a depth block, so blocks split it mid-tap; the last has more output
-/// pixels than a weight-gradient chunk (1024), so partial sums are added.
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
+/// pixels than a weight-gradient chunk (1024), so partial sums are added;
+/// and two inputs narrower than the kernel.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 11] = [
     (2, 5, 6, 3, 4, 3, 1),
     (1, 7, 5, 4, 6, 3, 2),
     (2, 4, 4, 5, 3, 1, 1),
@@ -123,6 +124,8 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize); 9] = [
     (2, 21, 19, 24, 8, 3, 2),
     (1, 6, 7, 100, 5, 3, 1),
     (1, 34, 33, 8, 4, 3, 1),
+    (1, 1, 1, 3, 2, 3, 2),
+    (2, 2, 1, 8, 3, 3, 1),
 ];
 
 #[test]

@@ -169,8 +169,9 @@ impl Rows for Patches<'_> {
             let (first, last) = (ix(taps.start), ix(taps.end - 1));
             if let (Some(first), Some(_)) = (first, last) {
                 *p = row[first * g.cin + start % g.cin..][..len].as_ptr();
-            } else if first.is_some() || last.is_some() {
-                // Across a border: the taps inside copied, the rest zero.
+            } else {
+                // Across a border (or both, in an input narrower than the
+                // kernel): the taps inside copied, the rest zero.
                 let dst = &mut scratch[i * len..][..len];
                 for kx in taps.clone() {
                     let (a, b) = (start.max(kx * g.cin), (start + len).min((kx + 1) * g.cin));

@@ -171,6 +171,8 @@ static ZERO_ROW: [f32; KC] = [0.0; KC];
 const NC: usize = 256;
 /// Row strips per task: MC = 8 MR rows (96 KB of packed A at MR = 12) fit L2.
 const STRIPS_PER_TASK: usize = 8;
+/// Tasks a threaded product is cut into, at least, where its rows allow.
+const MIN_TASKS: usize = 32;
 /// The most rows a task has (the largest MR times STRIPS_PER_TASK).
 const MAX_TASK_ROWS: usize = 12 * STRIPS_PER_TASK;
 /// Below this many multiply-adds a product runs on one thread.
@@ -569,8 +571,15 @@ pub fn matmul_packed(a: &impl Rows, b: &PackedB, out: &mut [f32], ldo: usize, ac
         return;
     }
     let (mr, _) = b.kernel.tile();
-    let mc = mr * STRIPS_PER_TASK;
-    let (row_blocks, col_blocks) = (m.div_ceil(mc), n.div_ceil(NC));
+    let col_blocks = n.div_ceil(NC);
+    // Fewer strips per task when that is what it takes to have MIN_TASKS
+    // tasks: a handful of big ones leaves a core idle at the end.
+    let strips_per_task = m
+        .div_ceil(mr)
+        .div_ceil(MIN_TASKS.div_ceil(col_blocks))
+        .clamp(1, STRIPS_PER_TASK);
+    let mc = mr * strips_per_task;
+    let row_blocks = m.div_ceil(mc);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let task = |t: usize| {
         let (i0, j0) = ((t / col_blocks) * mc, (t % col_blocks) * NC);
