@@ -288,15 +288,20 @@ impl Tensor {
         if self.is_cuda() {
             return crate::cuda::elementwise::axpy(self, alpha, other);
         }
+        let axpy = |(a, b): (&mut [f32], &[f32])| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += alpha * *b;
+            }
+        };
+        if self.numel() <= ELEMS_PER_TASK {
+            // One task's worth: not worth a trip through the pool.
+            return axpy((self.data_mut(), other.data()));
+        }
         let pairs = self
             .data_mut()
             .par_chunks_mut(ELEMS_PER_TASK)
             .zip(other.data().par_chunks(ELEMS_PER_TASK));
-        pairs.for_each(|(a, b)| {
-            for (a, b) in a.iter_mut().zip(b) {
-                *a += alpha * *b;
-            }
-        });
+        pairs.for_each(axpy);
     }
 
     /// `self += other` (gradient accumulation).
@@ -312,10 +317,14 @@ impl Tensor {
     /// The sum of squares, in f64: per chunk, the chunks added in order
     /// (the same bits for any thread count).
     pub fn sum_sq(&self) -> f64 {
+        let square_sum = |c: &[f32]| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        if self.numel() <= ELEMS_PER_TASK {
+            return square_sum(self.data());
+        }
         let chunk_sums: Vec<f64> = self
             .data()
             .par_chunks(ELEMS_PER_TASK)
-            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .map(square_sum)
             .collect();
         chunk_sums.iter().sum()
     }
