@@ -21,6 +21,7 @@
 use super::gemm::{matmul, matmul_packed, Mat, PackedB};
 use super::math::{self, multiversion};
 use super::with_scratch;
+use super::zeros;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -140,7 +141,7 @@ pub fn attention(
             )
         })
         .collect();
-    let mut out = vec![0.0; g.n * t * c];
+    let mut out = zeros(g.n * t * c);
     let mut probs: Vec<Vec<f32>> = if keep_probs {
         vec![vec![0.0; t * t]; g.n * g.heads]
     } else {
@@ -216,7 +217,7 @@ pub fn attention_backward(
         let d_out = Mat::strided(&dyd[img * t * g.c + head * hd..], t, hd, g.c, 1);
         let p = &probs.0[job];
         // dqkv block per token: [dq, dk, dv], 3*hd wide.
-        let mut dblock = vec![0.0; t * 3 * hd];
+        let mut dblock = zeros(t * 3 * hd);
         matmul(
             Mat::rows(p, t, t).t(),
             d_out,
@@ -224,7 +225,7 @@ pub fn attention_backward(
             3 * hd,
             false,
         );
-        let mut ds = vec![0.0; t * t];
+        let mut ds = zeros(t * t);
         matmul(d_out, v.t(), &mut ds, t, false);
         for (ds_row, p_row) in ds.chunks_mut(t).zip(p.chunks(t)) {
             let dot: f32 = ds_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
@@ -237,7 +238,7 @@ pub fn attention_backward(
         matmul(ds_mat.t(), q, &mut dblock[hd..], 3 * hd, false);
         dblock
     });
-    let mut dqkv = vec![0.0; qkv.numel()];
+    let mut dqkv = zeros(qkv.numel());
     for (job, block) in per_head.iter().enumerate() {
         let (img, head) = (job / g.heads, job % g.heads);
         scatter_head(block, 3 * hd, &mut dqkv[img * t * c3..], c3, head * 3 * hd);
@@ -251,7 +252,7 @@ pub fn attention_reference(qkv: &Tensor, head_dim: usize) -> Tensor {
     let (t, hd, c3) = (g.tokens, g.hd, 3 * g.c);
     let qd = qkv.data();
     let at = |img: usize, tok: usize, ch: usize| qd[(img * t + tok) * c3 + ch] as f64;
-    let mut out = vec![0.0; g.n * t * g.c];
+    let mut out = zeros(g.n * t * g.c);
     for img in 0..g.n {
         for head in 0..g.heads {
             let (qo, ko, vo) = (head * 3 * hd, head * 3 * hd + hd, head * 3 * hd + 2 * hd);

@@ -14,6 +14,7 @@
 //! with the noise drawn in-kernel; here the noise is drawn into the output
 //! buffer first and combined in place.
 
+use super::zeros;
 use crate::rng::{fill_normal, Stream};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -39,9 +40,9 @@ pub fn training_pair(
     let n = x0.shape()[0];
     assert_eq!(per_image.len(), n, "one coefficient pair per image");
     let image = x0.numel() / n;
-    let mut xt = vec![0.0; x0.numel()];
+    let mut xt = zeros(x0.numel());
     fill_normal(seed, stream, &mut xt);
-    let mut target = vec![0.0; x0.numel()];
+    let mut target = zeros(x0.numel());
     xt.par_chunks_mut(image)
         .zip(target.par_chunks_mut(image))
         .zip(x0.data().par_chunks(image).zip(e.data().par_chunks(image)))
@@ -84,7 +85,7 @@ pub fn posterior_step(
         out.shape() == x.shape() && x.shape() == e.shape(),
         "posterior shapes differ"
     );
-    let mut next = vec![0.0; x.numel()];
+    let mut next = zeros(x.numel());
     if s.noise != 0.0 {
         fill_normal(seed, stream, &mut next);
     }

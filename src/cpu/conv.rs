@@ -17,6 +17,7 @@
 
 use super::gemm::{matmul, matmul_packed, point_at_rows, Mat, PackedB, Rows};
 use super::with_scratch;
+use super::zeros;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -397,7 +398,7 @@ unsafe fn transpose8_avx2(src: [&[f32]; 8], dst: *mut f32, ld: usize) {
 
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize) -> Tensor {
     let g = ConvGeom::new(x, weight, stride);
-    let mut out = vec![0.0; g.n * g.ho * g.wo * g.cout];
+    let mut out = zeros(g.n * g.ho * g.wo * g.cout);
     broadcast_bias(&mut out, bias, g.cout);
     let w = PackedB::new(Mat::rows(weight.data(), g.cout, g.patch_len()).t());
     conv_gemm(&g, x.data(), &w, &mut out, bias.is_some());
@@ -453,8 +454,8 @@ pub fn conv2d_backward(
     let pixels = g.n * g.ho * g.wo;
     let dy_mat = Mat::rows(dy.data(), pixels, g.cout);
     let w_mat = Mat::rows(weight.data(), g.cout, plen);
-    let mut dx = need[0].then(|| vec![0.0; x.numel()]);
-    let mut dw = need[1].then(|| vec![0.0; weight.numel()]);
+    let mut dx = need[0].then(|| zeros(x.numel()));
+    let mut dw = need[1].then(|| zeros(weight.numel()));
     if g.is_pointwise() {
         if let Some(dx) = dx.as_mut() {
             matmul(dy_mat, w_mat, dx, g.cin, false);
@@ -571,7 +572,7 @@ pub fn conv2d_reference(
 ) -> Tensor {
     let g = ConvGeom::new(x, weight, stride);
     let (xd, wd) = (x.data(), weight.data());
-    let mut out = vec![0.0; g.n * g.ho * g.wo * g.cout];
+    let mut out = zeros(g.n * g.ho * g.wo * g.cout);
     for n in 0..g.n {
         for oy in 0..g.ho {
             for ox in 0..g.wo {
@@ -606,8 +607,8 @@ pub fn conv2d_backward_reference(
 ) -> ConvGrads {
     let g = ConvGeom::new(x, weight, stride);
     let (xd, wd, dyd) = (x.data(), weight.data(), dy.data());
-    let mut dx = vec![0.0; x.numel()];
-    let mut dw = vec![0.0; weight.numel()];
+    let mut dx = zeros(x.numel());
+    let mut dw = zeros(weight.numel());
     for n in 0..g.n {
         for oy in 0..g.ho {
             for ox in 0..g.wo {

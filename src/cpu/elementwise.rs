@@ -7,6 +7,7 @@
 //! without it). Memory-bound loops, split across the rayon pool.
 
 use super::math::{multiversion, sigmoid};
+use super::zeros;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -31,7 +32,7 @@ fn silu_grads(dx: &mut [f32], x: &[f32], dy: &[f32]) {
 }
 
 pub fn silu(x: &Tensor) -> Tensor {
-    let mut y = vec![0.0; x.numel()];
+    let mut y = zeros(x.numel());
     y.par_chunks_mut(GRAIN)
         .zip(x.data().par_chunks(GRAIN))
         .for_each(|(yc, xc)| silu_values(yc, xc));
@@ -39,7 +40,7 @@ pub fn silu(x: &Tensor) -> Tensor {
 }
 
 pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Tensor {
-    let mut dx = vec![0.0; x.numel()];
+    let mut dx = zeros(x.numel());
     dx.par_chunks_mut(GRAIN)
         .zip(x.data().par_chunks(GRAIN).zip(dy.data().par_chunks(GRAIN)))
         .for_each(|(o, (xc, dc))| silu_grads(o, xc, dc));
@@ -48,7 +49,7 @@ pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Tensor {
 
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
     assert_eq!(a.shape(), b.shape(), "add shape mismatch");
-    let mut y = vec![0.0; a.numel()];
+    let mut y = zeros(a.numel());
     y.par_chunks_mut(GRAIN)
         .zip(a.data().par_chunks(GRAIN).zip(b.data().par_chunks(GRAIN)))
         .for_each(|(o, (ac, bc))| {
@@ -75,7 +76,7 @@ pub fn scale_shift(x: &Tensor, ss: &Tensor) -> Tensor {
     let (c, has_scale) = modulation(x, ss);
     let width = ss.shape()[1];
     let image = x.numel() / x.shape()[0];
-    let mut y = vec![0.0; x.numel()];
+    let mut y = zeros(x.numel());
     // Chunks of whole pixels inside one image, so a batch of one uses every
     // thread.
     let chunk = (GRAIN / c).max(1) * c;
@@ -106,8 +107,8 @@ pub fn scale_shift_backward(x: &Tensor, ss: &Tensor, dy: &Tensor) -> (Tensor, Te
     let (c, has_scale) = modulation(x, ss);
     let width = ss.shape()[1];
     let image = x.numel() / x.shape()[0];
-    let mut dx = vec![0.0; x.numel()];
-    let mut dss = vec![0.0; ss.numel()];
+    let mut dx = zeros(x.numel());
+    let mut dss = zeros(ss.numel());
     dx.par_chunks_mut(image)
         .zip(dss.par_chunks_mut(width))
         .zip(x.data().par_chunks(image).zip(dy.data().par_chunks(image)))
@@ -149,7 +150,7 @@ pub fn concat(a: &Tensor, b: &Tensor) -> Tensor {
     assert_eq!((n, h, w), (nb, hb, wb), "concat of mismatched images");
     let c = ca + cb;
     let pixels_per_task = (GRAIN / c).max(1);
-    let mut y = vec![0.0; a.numel() + b.numel()];
+    let mut y = zeros(a.numel() + b.numel());
     y.par_chunks_mut(pixels_per_task * c)
         .zip(a.data().par_chunks(pixels_per_task * ca))
         .zip(b.data().par_chunks(pixels_per_task * cb))
@@ -167,8 +168,8 @@ pub fn concat_backward(dy: &Tensor, ca: usize) -> (Tensor, Tensor) {
     let (n, h, w, c) = dy.nhwc();
     let cb = c - ca;
     let pixels_per_task = (GRAIN / c).max(1);
-    let mut da = vec![0.0; n * h * w * ca];
-    let mut db = vec![0.0; n * h * w * cb];
+    let mut da = zeros(n * h * w * ca);
+    let mut db = zeros(n * h * w * cb);
     da.par_chunks_mut(pixels_per_task * ca)
         .zip(db.par_chunks_mut(pixels_per_task * cb))
         .zip(dy.data().par_chunks(pixels_per_task * c))

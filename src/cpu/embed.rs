@@ -6,6 +6,7 @@
 //! derivative with respect to t (the time input is data, not a parameter, but
 //! the op is differentiable like every other).
 
+use super::zeros;
 use crate::tensor::Tensor;
 
 fn frequencies(dim: usize) -> impl Iterator<Item = f64> {
@@ -19,7 +20,7 @@ pub fn timestep_embedding(t: &Tensor, dim: usize) -> Tensor {
         "time embedding width {dim} must be even"
     );
     let half = dim / 2;
-    let mut out = vec![0.0; t.numel() * dim];
+    let mut out = zeros(t.numel() * dim);
     for (row, &tv) in out.chunks_mut(dim).zip(t.data()) {
         for (i, f) in frequencies(dim).enumerate() {
             let arg = tv as f64 * f;

@@ -6,6 +6,7 @@
 //! in place. Backward: `dx = dy W`, `dW = dy^T x`, `db = sum of dy rows`.
 
 use super::gemm::{matmul, matmul_reference, Mat};
+use super::zeros;
 use crate::tensor::Tensor;
 
 /// y's shape, checking the weight against x (shared with the CUDA twin).
@@ -32,7 +33,7 @@ fn linear_with(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, product: Matm
     let shape = out_shape(x, weight);
     let (rows, inp) = x.rows_cols();
     let out = weight.shape()[0];
-    let mut y = vec![0.0; rows * out];
+    let mut y = zeros(rows * out);
     if let Some(b) = bias {
         for row in y.chunks_mut(out) {
             row.copy_from_slice(b.data());
@@ -69,7 +70,7 @@ pub fn linear_backward(
     let out = weight.shape()[0];
     let dy_mat = Mat::rows(dy.data(), rows, out);
     let dx = need_dx.then(|| {
-        let mut dx = vec![0.0; rows * inp];
+        let mut dx = zeros(rows * inp);
         matmul(
             dy_mat,
             Mat::rows(weight.data(), out, inp),
@@ -80,7 +81,7 @@ pub fn linear_backward(
         Tensor::from_vec(x.shape(), dx)
     });
     let dw = need_dw.then(|| {
-        let mut dw = vec![0.0; out * inp];
+        let mut dw = zeros(out * inp);
         matmul(
             dy_mat.t(),
             Mat::rows(x.data(), rows, inp),

@@ -30,6 +30,23 @@ thread_local! {
 /// contents are whatever the last user left. Give it back with
 /// `give_scratch`: patch matrices and packed GEMM operands are then reused
 /// across layers and steps instead of being allocated for every call.
+/// A zeroed buffer for an op's output: filled by the pool's threads when
+/// large (a serial fill, and the page faults of fresh memory, left one core
+/// idle between the ops of a training step).
+pub fn zeros(len: usize) -> Vec<f32> {
+    const PER_TASK: usize = 1 << 16;
+    if len <= PER_TASK {
+        return vec![0.0; len];
+    }
+    let mut buf = Vec::with_capacity(len);
+    buf.spare_capacity_mut()[..len]
+        .par_chunks_mut(PER_TASK)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the first `len` elements were just written.
+    unsafe { buf.set_len(len) };
+    buf
+}
+
 pub fn take_scratch(len: usize) -> Vec<f32> {
     let mut buf = SCRATCH.with(|pool| {
         let mut pool = pool.borrow_mut();

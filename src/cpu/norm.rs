@@ -15,6 +15,7 @@
 //! threads there are (and a batch of one uses them all).
 
 use super::math::{multiversion, sigmoid};
+use super::zeros;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -115,7 +116,7 @@ pub fn group_norm(
     let image = h * w * c;
     let count = (h * w * cg) as f64;
     let (gd, bd) = (gamma.data(), beta.data());
-    let mut y = vec![0.0; x.numel()];
+    let mut y = zeros(x.numel());
     let stats: Vec<(Vec<f32>, Vec<f32>)> = y
         .par_chunks_mut(image)
         .zip(x.data().par_chunks(image))
@@ -233,7 +234,7 @@ pub fn group_norm_backward(
     let image = h * w * c;
     let count = (h * w * cg) as f32;
     let (gd, bd) = (gamma.data(), beta.data());
-    let mut dx = vec![0.0; x.numel()];
+    let mut dx = zeros(x.numel());
     // Per image: sum over pixels of dz * xhat and of dz, per channel.
     let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
         .par_chunks_mut(image)

@@ -4,13 +4,14 @@
 //! Layout: `[n, h, w, c]` in, `[n, 2h, 2w, c]` or `[n, h/2, w/2, c]` out;
 //! pooling needs even sides. Memory-bound; one rayon task per output row.
 
+use super::zeros;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 pub fn upsample2x(x: &Tensor) -> Tensor {
     let (n, h, w, c) = x.nhwc();
     let xd = x.data();
-    let mut y = vec![0.0; n * 4 * h * w * c];
+    let mut y = zeros(n * 4 * h * w * c);
     y.par_chunks_mut(2 * w * c)
         .enumerate()
         .for_each(|(row, yr)| {
@@ -47,7 +48,7 @@ pub fn avgpool2x_backward(dy: &Tensor) -> Tensor {
 /// sum of its 2x2 window.
 fn sum_2x2(xd: &[f32], n: usize, ho: usize, wo: usize, c: usize, scale: f32) -> Tensor {
     let (h, w) = (2 * ho, 2 * wo);
-    let mut y = vec![0.0; n * ho * wo * c];
+    let mut y = zeros(n * ho * wo * c);
     y.par_chunks_mut(wo * c).enumerate().for_each(|(row, yr)| {
         let (img, oy) = (row / ho, row % ho);
         let top = &xd[(img * h + 2 * oy) * w * c..][..w * c];
