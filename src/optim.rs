@@ -128,8 +128,16 @@ impl Ema {
         }
     }
 
-    pub fn update<'a>(&mut self, params: impl IntoIterator<Item = &'a Tensor>) {
-        let d = self.decay;
+    /// The decay of the `update`-th update (counting from 1): the reference's
+    /// (torch_ema's `use_num_updates`) warm-up `min(decay, (1 + n) / (10 +
+    /// n))`, so that early weights do not linger in the average (at 0.999
+    /// without it, 55% of the random start is still there after 600 steps).
+    pub fn decay_at(&self, update: u64) -> f32 {
+        self.decay.min((1 + update) as f32 / (10 + update) as f32)
+    }
+
+    /// One update with decay `d` (from `decay_at`).
+    pub fn update<'a>(&mut self, params: impl IntoIterator<Item = &'a Tensor>, d: f32) {
         for (e, p) in self.weights.iter_mut().zip(params) {
             e.data_mut()
                 .par_iter_mut()

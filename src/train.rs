@@ -546,7 +546,7 @@ impl Trainer {
                 eps: self.opt.eps,
                 weight_decay: self.opt.weight_decay,
                 clip: s.clip,
-                ema_decay: self.ema.decay,
+                ema_decay: self.ema.decay_at(self.step + 1),
             };
             let grads: Vec<&Tensor> = g.iter().collect();
             crate::profile::span("optimizer", &grads, 0.0, || {
@@ -570,7 +570,9 @@ impl Trainer {
             clip_grad_norm(&mut g, s.clip);
             self.opt.lr = lr;
             self.opt.step(self.net.params_mut(), &g);
-            self.ema.update(self.net.params().iter().map(|p| &**p));
+            let decay = self.ema.decay_at(self.step + 1);
+            self.ema
+                .update(self.net.params().iter().map(|p| &**p), decay);
         });
         self.step += 1;
         Ok(loss.data()[0])

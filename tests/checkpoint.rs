@@ -361,3 +361,20 @@ fn settings_from_before_ot_ode_and_per_method_scales_load_as_trained() {
         assert!(matches!(state.settings.bridge().unwrap(), Bridge::Nadb(s) if s.c == 2.0));
     }
 }
+
+/// The EMA's decay follows the reference's (torch_ema, `use_num_updates`)
+/// warm-up `min(decay, (1 + n) / (10 + n))` for the n-th update, and an
+/// update mixes `d * ema + (1 - d) * weight`.
+#[test]
+fn ema_warm_up_follows_the_reference() {
+    let weight = nadb::Tensor::from_vec(&[2], vec![1.0, -3.0]);
+    let mut ema = nadb::optim::Ema::new([&weight], 0.999);
+    assert_eq!(ema.decay_at(1), 2.0 / 11.0);
+    assert_eq!(ema.decay_at(100), 101.0 / 110.0);
+    assert_eq!(ema.decay_at(100_000), 0.999);
+    let moved = nadb::Tensor::from_vec(&[2], vec![2.0, 5.0]);
+    let d = ema.decay_at(1);
+    ema.update([&moved], d);
+    let expect = [d * 1.0 + (1.0 - d) * 2.0, d * -3.0 + (1.0 - d) * 5.0];
+    assert_eq!(ema.weights[0].data(), &expect[..]);
+}

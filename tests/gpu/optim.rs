@@ -91,8 +91,9 @@ fn three_steps(clip: f32, clipped: bool) {
                 "{tag}: clipping active = {clipped} (norm {norm})"
             );
             adam.step(cpu_params.iter_mut(), &g);
-            ema.update(&cpu_params);
-            let hyper = Hyper::new(lr, WEIGHT_DECAY, clip, EMA_DECAY);
+            let decay = ema.decay_at(step as u64 + 1);
+            ema.update(&cpu_params, decay);
+            let hyper = Hyper::new(lr, WEIGHT_DECAY, clip, decay);
             assert!(opt.step(&gd, &hyper).expect("step"), "{tag}: finite norm");
             let gnorm = opt.grad_norm().to_host().expect("norm").data()[0];
             assert!(
