@@ -21,6 +21,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/benches/results/cpu-vs-pytorch}"
 precision=${PRECISION:-f32}
+rounds=${ROUNDS:-3}
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS=$rounds: must be a whole number of rounds, 1 or more" >&2; exit 2; }
+[[ $precision == f32 || $precision == bf16 ]] || { echo "PRECISION=$precision: must be f32 or bf16" >&2; exit 2; }
 args=(--config small --size 256 --nfe 1 --batch 1 --train-batch 4 --train-size 64 --iters 3)
 (( $# > 1 )) && args=("${@:2}")
 venv="$root/.toolchain/torch-venv"
@@ -32,7 +35,6 @@ mkdir -p "$out"
 (cd "$root" && cargo build --release --quiet)
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-rounds=${ROUNDS:-3}
 nadb_tables=() torch_tables=() time_logs=()
 for round in $(seq 1 "$rounds"); do
     tag="$precision-$round"
