@@ -5,7 +5,12 @@
 //! call), and any bridge method at each NFE (NADB methods once per
 //! threshold d when a sweep is asked for; I2SB methods with the sampler
 //! their checkpoint was trained with, OT-ODE or not, unless told otherwise,
-//! and the table says which). Images are the center crops of
+//! and the table says which). With `spread`, every bridge row also draws
+//! a second sample (seed + 1) and reports the PSNR between the two: for a
+//! sampler that draws from the posterior, the squared error of one sample
+//! is the error of the samples' mean plus half the squared distance between
+//! two samples, so the column says how much of a row's error is the
+//! sampler's own noise. Images are the center crops of
 //! every image under the data folder (a full-resolution photograph takes
 //! minutes per NFE on a CPU).
 
@@ -34,6 +39,8 @@ pub struct Row {
     pub psnr: f64,
     pub ssim: f64,
     pub seconds_per_image: f64,
+    /// PSNR between two samples (seeds `seed` and `seed + 1`), when asked.
+    pub spread_psnr: Option<f64>,
 }
 
 pub struct EvalPlan {
@@ -50,6 +57,8 @@ pub struct EvalPlan {
     pub mean_checkpoint: Option<PathBuf>,
     pub crop: usize,
     pub seed: u64,
+    /// Draw a second sample per bridge row and report the spread.
+    pub spread: bool,
     pub device: Device,
 }
 
@@ -81,20 +90,40 @@ fn mean_of(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-/// Scores `restore` over the images: mean PSNR, mean SSIM, seconds/image.
+/// A row's scores: mean PSNR and SSIM, seconds per image (of the first
+/// sample), and the mean PSNR between two samples when asked for.
+struct Scores {
+    psnr: f64,
+    ssim: f64,
+    seconds: f64,
+    spread_psnr: Option<f64>,
+}
+
+/// Scores `restore(degraded, seed offset)` over the images; with `spread`,
+/// also restores each image with seed offset 1 and compares the two.
 fn score(
     images: &[(PathBuf, Tensor, Tensor)],
-    mut restore: impl FnMut(&Tensor) -> Result<Tensor>,
-) -> Result<(f64, f64, f64)> {
-    let (mut p, mut s) = (Vec::new(), Vec::new());
-    let start = Instant::now();
+    spread: bool,
+    mut restore: impl FnMut(&Tensor, u64) -> Result<Tensor>,
+) -> Result<Scores> {
+    let (mut p, mut s, mut between) = (Vec::new(), Vec::new(), Vec::new());
+    let mut seconds = 0.0;
     for (_, clean, degraded) in images {
-        let out = restore(degraded)?;
+        let start = Instant::now();
+        let out = restore(degraded, 0)?;
+        seconds += start.elapsed().as_secs_f64();
         p.extend(psnr(&out, clean));
         s.extend(ssim(&out, clean));
+        if spread {
+            between.extend(psnr(&restore(degraded, 1)?, &out));
+        }
     }
-    let secs = start.elapsed().as_secs_f64() / images.len() as f64;
-    Ok((mean_of(&p), mean_of(&s), secs))
+    Ok(Scores {
+        psnr: mean_of(&p),
+        ssim: mean_of(&s),
+        seconds: seconds / images.len() as f64,
+        spread_psnr: spread.then(|| mean_of(&between)),
+    })
 }
 
 impl EvalPlan {
@@ -129,14 +158,15 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
         .map(|(p, clean)| degrade(plan.task, &clean).map(|d| (p, clean, d)))
         .collect::<Result<_>>()?;
     let mut rows = Vec::new();
-    let row = |method: &str, nfe, threshold, ot_ode, (psnr, ssim, secs): (f64, f64, f64)| Row {
+    let row = |method: &str, nfe, threshold, ot_ode, scores: Scores| Row {
         method: method.to_string(),
         nfe,
         threshold,
         ot_ode,
-        psnr,
-        ssim,
-        seconds_per_image: secs,
+        psnr: scores.psnr,
+        ssim: scores.ssim,
+        seconds_per_image: scores.seconds,
+        spread_psnr: scores.spread_psnr,
     };
     for name in &plan.rows {
         match name.as_str() {
@@ -145,7 +175,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                 None,
                 None,
                 false,
-                score(&images, |d| Ok(d.clone()))?,
+                score(&images, false, |d, _| Ok(d.clone()))?,
             )),
             "mean" => {
                 let Some(path) = &plan.mean_checkpoint else {
@@ -157,7 +187,7 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                     Some(1),
                     None,
                     false,
-                    score(&images, |d| mean_estimate(&mean, d, plan.device))?,
+                    score(&images, false, |d, _| mean_estimate(&mean, d, plan.device))?,
                 ));
             }
             other => {
@@ -193,7 +223,9 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
                         Bridge::I2sb(_) => None,
                     });
                     for &nfe in &plan.nfes {
-                        let result = score(&images, |d| restorer.restore(d, nfe, plan.seed))?;
+                        let result = score(&images, plan.spread, |d, offset| {
+                            restorer.restore(d, nfe, plan.seed + offset)
+                        })?;
                         rows.push(row(other, Some(nfe), shown, restorer.ot_ode(), result));
                     }
                 }
@@ -204,15 +236,26 @@ pub fn evaluate(data: &Path, plan: &EvalPlan) -> Result<(Vec<Row>, usize)> {
 }
 
 pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
+    let spread = rows.iter().any(|r| r.spread_psnr.is_some());
+    let (head, rule) = if spread {
+        (" spread (dB) |", " --- |")
+    } else {
+        ("", "")
+    };
     let mut s = format!(
-        "Task {task}, {images} images\n\n| method | NFE | d | PSNR (dB) | SSIM | s / image |\n| --- | --- | --- | --- | --- | --- |\n"
+        "Task {task}, {images} images\n\n| method | NFE | d | PSNR (dB) | SSIM | s / image |{head}\n| --- | --- | --- | --- | --- | --- |{rule}\n"
     );
     for r in rows {
         let nfe = r.nfe.map_or("-".to_string(), |n| n.to_string());
         let d = r.threshold.map_or("-".to_string(), |d| format!("{d:.3}"));
         let sampler = if r.ot_ode { " (OT-ODE)" } else { "" };
+        let between = match (spread, r.spread_psnr) {
+            (false, _) => String::new(),
+            (true, None) => " - |".to_string(),
+            (true, Some(p)) => format!(" {p:.2} |"),
+        };
         s += &format!(
-            "| {}{sampler} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |\n",
+            "| {}{sampler} | {nfe} | {d} | {:.2} | {:.4} | {:.3} |{between}\n",
             r.method, r.psnr, r.ssim, r.seconds_per_image
         );
     }
@@ -220,17 +263,19 @@ pub fn markdown(task: Task, images: usize, rows: &[Row]) -> String {
 }
 
 pub fn csv(task: Task, rows: &[Row]) -> String {
-    let mut s = "task,method,nfe,threshold,psnr,ssim,seconds_per_image,ot_ode\n".to_string();
+    let mut s =
+        "task,method,nfe,threshold,psnr,ssim,seconds_per_image,ot_ode,spread_psnr\n".to_string();
     for r in rows {
         s += &format!(
-            "{task},{},{},{},{:.4},{:.5},{:.4},{}\n",
+            "{task},{},{},{},{:.4},{:.5},{:.4},{},{}\n",
             r.method,
             r.nfe.map_or(String::new(), |n| n.to_string()),
             r.threshold.map_or(String::new(), |d| d.to_string()),
             r.psnr,
             r.ssim,
             r.seconds_per_image,
-            r.ot_ode
+            r.ot_ode,
+            r.spread_psnr.map_or(String::new(), |p| format!("{p:.4}"))
         );
     }
     s

@@ -376,6 +376,11 @@ struct EvalArgs {
     /// trained with]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     ot_ode: Option<bool>,
+    /// Also draw a second sample (seed + 1) for every bridge row and report
+    /// the PSNR between the two samples: how much of the error is the
+    /// sampler's noise (doubles the bridge rows' time).
+    #[arg(long)]
+    spread: bool,
     /// Replace --csv if it exists.
     #[arg(long)]
     force: bool,
@@ -1035,6 +1040,7 @@ fn eval_cmd(a: EvalArgs, device: Device, device_line: &str) -> Result<()> {
         ),
         crop: a.crop,
         seed: a.seed,
+        spread: a.spread,
         device,
     };
     plan.check()?;

@@ -333,7 +333,15 @@ fn eval_and_diagnose_write_their_tables() {
             "--methods",
             "input,nadb-nomean,i2sb",
         ])
-        .args(["--nfe", "1,2", "--crop", "32", "--csv", &d("table.csv")])
+        .args([
+            "--nfe",
+            "1,2",
+            "--crop",
+            "32",
+            "--csv",
+            &d("table.csv"),
+            "--spread",
+        ])
         .args([
             "--checkpoint",
             &format!("nadb-nomean={}", d("nadb-nomean.safetensors")),
@@ -358,6 +366,26 @@ fn eval_and_diagnose_write_their_tables() {
     }
     let csv = std::fs::read_to_string(d("table.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    // The spread column: none for the input, infinite for one step (no
+    // noise is drawn, so both seeds give the same image), finite for two
+    // (the intermediate step draws noise).
+    let spread = |method: &str, nfe: &str| -> String {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("sr4-pool,{method},{nfe},")))
+            .unwrap_or_else(|| panic!("no {method} NFE '{nfe}' line in:\n{csv}"));
+        line.rsplit(',').next().unwrap().to_string()
+    };
+    assert_eq!(spread("input", ""), "", "{csv}");
+    assert_eq!(spread("nadb-nomean", "1"), "inf", "{csv}");
+    for method in ["nadb-nomean", "i2sb"] {
+        let db: f64 = spread(method, "2").parse().unwrap();
+        assert!(
+            db.is_finite() && db > 0.0,
+            "{method}: spread {db} in:\n{csv}"
+        );
+    }
+    assert!(table.contains("| spread (dB) |"), "{table}");
 
     let (ok, err) = nadb(&[
         "diagnose",
