@@ -128,6 +128,14 @@ impl RunSettings {
                 self.clip
             );
         }
+        if let (Role::Bridge(method), Some(path)) = (self.role, &self.mean_checkpoint) {
+            if !method.uses_mean() {
+                bail!(
+                    "--mean-checkpoint {}: method {method} uses no mean network (nadb and i2sb-mean do)",
+                    path.display()
+                );
+            }
+        }
         let m = config.side_multiple();
         if self.crop == 0 || !self.crop.is_multiple_of(m) {
             let below = self.crop / m * m;

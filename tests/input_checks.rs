@@ -473,7 +473,7 @@ fn bad_training_flags_are_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.safetensors");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &["--ema", "2"],
             "--ema 2: the EMA decay must be in [0, 1) (0.999 is usual)",
@@ -506,6 +506,10 @@ fn bad_training_flags_are_refused_before_any_work() {
         (
             &["--minutes=-1"],
             "--minutes must be a positive number of minutes",
+        ),
+        (
+            &["--mean-checkpoint", "mean.safetensors"],
+            "--mean-checkpoint mean.safetensors: method nadb-nomean uses no mean network",
         ),
     ];
     for (flags, message) in cases {
@@ -1084,7 +1088,8 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
     let data = dir.path().join("data");
     write_image(&data.join("a.png"), 24, 0);
     let out = dir.path().join("run.safetensors");
-    // A 3-second run that saves only when its time is up.
+    // A run that saves only when it is stopped: a SIGINT sent after the
+    // file appears (a time budget would race with a slow, loaded machine).
     let mut child = train_command(&data, &out)
         .args(["--crop", "16", "--batch", "2"])
         .args([
@@ -1095,7 +1100,6 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
             "--log-every",
             "1",
         ])
-        .args(["--minutes", "0.05"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -1108,6 +1112,11 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
         );
     }
     std::fs::write(&out, "another run's").unwrap();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1), "{rest}");
