@@ -754,6 +754,15 @@ fn step_of(path: &Path) -> u64 {
     v["step"].as_u64().unwrap()
 }
 
+/// Sends SIGINT to a running child (what Ctrl-C sends).
+fn send_sigint(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Starts a long `train` run, waits for its first logged step, then sends
 /// `signals` SIGINTs back to back; returns its output.
 fn interrupted_train(dir: &Path, out: &Path, signals: usize) -> Output {
@@ -784,11 +793,7 @@ fn interrupted_train(dir: &Path, out: &Path, signals: usize) -> Output {
         );
     }
     for i in 0..signals {
-        let sent = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        send_sigint(&child);
         // Two signals sent back to back may arrive as one: send the next
         // only once the first was taken.
         while i + 1 < signals && !seen.contains("interrupted: saving") {
@@ -1112,11 +1117,7 @@ fn a_new_training_run_does_not_replace_a_checkpoint_made_meanwhile() {
         );
     }
     std::fs::write(&out, "another run's").unwrap();
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_sigint(&child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1), "{rest}");
