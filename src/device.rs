@@ -1,11 +1,13 @@
 //! Which backend a command runs on: `--device auto|cpu|cuda`, and
 //! `--precision f32|bf16` (the GPU's storage type; on the CPU, the operands
-//! of its matrix products).
+//! of its matrix products); and how tensors are copied and moved between
+//! the host and the device, so that `tensor` names no backend.
 
 use crate::cpu::gemm::Kernel;
 use crate::cuda;
+pub use crate::cuda::memory::DeviceBuffer;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -82,6 +84,78 @@ impl Device {
         match self {
             Device::Cpu => Ok(()),
             Device::Cuda(_) => cuda::gpu()?.synchronize(),
+        }
+    }
+}
+
+impl Clone for Tensor {
+    /// A copy; for a device tensor, a device-to-device copy on the stream.
+    fn clone(&self) -> Tensor {
+        match self.storage() {
+            Storage::Cpu(v) => Tensor::from_vec(self.shape(), v.clone()),
+            Storage::Cuda { buf, dtype } => {
+                let out = Tensor::empty_cuda(self.shape(), *dtype);
+                cuda::elementwise::copy(buf.ptr(), out.device_ptr(), self.numel() * dtype.size());
+                out
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// `full` on the backend (and with the type) of `like`.
+    pub fn full_as(shape: &[usize], value: f32, like: &Tensor) -> Tensor {
+        if like.is_cuda() {
+            Tensor::full_cuda(shape, value, like.dtype())
+        } else {
+            Tensor::full(shape, value)
+        }
+    }
+
+    /// No NaN or infinity (a device tensor is copied back to check: this
+    /// is for anomaly detection, not for hot loops).
+    pub fn all_finite(&self) -> bool {
+        match self.storage() {
+            Storage::Cpu(v) => v.iter().all(|x| x.is_finite()),
+            Storage::Cuda { .. } => self
+                .to_host()
+                .map_or(true, |h| h.data().iter().all(|x| x.is_finite())),
+        }
+    }
+
+    /// A copy on the device, stored as `dtype` (a host tensor is uploaded;
+    /// a device tensor is cast, or copied if it already has that type).
+    pub fn to_cuda(&self, dtype: DType) -> Result<Tensor> {
+        let gpu = cuda::gpu()?;
+        match self.storage() {
+            Storage::Cuda { .. } if self.dtype() == dtype => Ok(self.clone()),
+            Storage::Cuda { .. } => Ok(cuda::elementwise::cast(self, dtype)),
+            Storage::Cpu(v) => {
+                let out = Tensor::empty_cuda(self.shape(), dtype);
+                gpu.upload(v, &out);
+                Ok(out)
+            }
+        }
+    }
+
+    /// A host (f32) copy; waits for the device, and reports any failure
+    /// the device met since the last check.
+    pub fn to_host(&self) -> Result<Tensor> {
+        match self.storage() {
+            Storage::Cpu(_) => Ok(self.clone()),
+            Storage::Cuda { .. } => {
+                let data = cuda::opened().download(self)?;
+                Ok(Tensor::from_vec(self.shape(), data))
+            }
+        }
+    }
+
+    /// Moves to the host if needed (a host tensor is returned as is).
+    pub fn into_host(self) -> Result<Tensor> {
+        if self.is_cuda() {
+            self.to_host()
+        } else {
+            Ok(self)
         }
     }
 }

@@ -25,6 +25,24 @@ macro_rules! backend {
     };
 }
 
+impl Tensor {
+    /// `self += alpha * other`, element by element, on either backend.
+    pub fn axpy(&mut self, alpha: f32, other: &Tensor) {
+        assert_eq!(self.shape(), other.shape(), "axpy shape mismatch");
+        backend!(self, elementwise::axpy(self, alpha, other))
+    }
+
+    /// `self += other` (gradient accumulation).
+    pub fn add_assign(&mut self, other: &Tensor) {
+        self.axpy(1.0, other);
+    }
+
+    /// `self -= other`.
+    pub fn sub_assign(&mut self, other: &Tensor) {
+        self.axpy(-1.0, other);
+    }
+}
+
 /// A 3x3 or 1x1 convolution with optional bias, stride 1 or 2, zero padding.
 pub fn conv2d(tape: &Tape, x: &Var, w: &Var, b: Option<&Var>, stride: usize) -> Var {
     let (n, h, wd, cin) = x.value().nhwc();

@@ -4,6 +4,7 @@
 //! All in f32 over flat parameter lists in `Unet::specs()` order.
 
 use crate::autograd::{Gradients, Var};
+use crate::cpu;
 use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -25,7 +26,11 @@ pub fn gather_grads(grads: &mut Gradients, leaves: &[Var]) -> Vec<Tensor> {
 /// Scales all gradients together so that their global L2 norm is at most
 /// `max_norm` (PyTorch's clip_grad_norm_); returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f32) -> f32 {
-    let norm = grads.iter().map(Tensor::sum_sq).sum::<f64>().sqrt() as f32;
+    let norm = grads
+        .iter()
+        .map(cpu::elementwise::sum_sq)
+        .sum::<f64>()
+        .sqrt() as f32;
     if norm > max_norm {
         let k = max_norm / (norm + 1e-6);
         for g in grads.iter_mut() {

@@ -1,4 +1,5 @@
-//! Element-wise ops: SiLU, add, and ADM's per-image channel modulation.
+//! Element-wise ops: SiLU, add, ADM's per-image channel modulation, and the
+//! whole-tensor `axpy` and sum of squares (gradient accumulation, clipping).
 //!
 //! Layout: any shape for SiLU and add; `scale_shift` takes x `[n, h, w, c]`
 //! and a per-image vector `ss` of `[n, 2c]` (scale then shift, the order of
@@ -13,6 +14,45 @@ use rayon::prelude::*;
 
 /// Elements per rayon task: large enough to amortise scheduling.
 const GRAIN: usize = 1 << 14;
+
+/// Elements per task in the whole-tensor loops (`axpy`, `sum_sq`): they run
+/// once per parameter and skip connection in every training step (serial,
+/// they left a core idle), and their chunks are fixed so the bits do not
+/// depend on the thread count.
+const ELEMS_PER_TASK: usize = 1 << 16;
+
+/// `y += alpha * x`, element by element (gradient accumulation).
+pub fn axpy(y: &mut Tensor, alpha: f32, x: &Tensor) {
+    let axpy = |(a, b): (&mut [f32], &[f32])| {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += alpha * *b;
+        }
+    };
+    if y.numel() <= ELEMS_PER_TASK {
+        // One task's worth: not worth a trip through the pool.
+        return axpy((y.data_mut(), x.data()));
+    }
+    let pairs = y
+        .data_mut()
+        .par_chunks_mut(ELEMS_PER_TASK)
+        .zip(x.data().par_chunks(ELEMS_PER_TASK));
+    pairs.for_each(axpy);
+}
+
+/// The sum of squares, in f64: per chunk, the chunks added in order (the
+/// same bits for any thread count).
+pub fn sum_sq(x: &Tensor) -> f64 {
+    let square_sum = |c: &[f32]| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+    if x.numel() <= ELEMS_PER_TASK {
+        return square_sum(x.data());
+    }
+    let chunk_sums: Vec<f64> = x
+        .data()
+        .par_chunks(ELEMS_PER_TASK)
+        .map(square_sum)
+        .collect();
+    chunk_sums.iter().sum()
+}
 
 multiversion! {
 fn silu_values(y: &mut [f32], x: &[f32]) {

@@ -15,6 +15,7 @@
 //! invalidated leaves the context usable).
 
 use super::opened;
+use crate::tensor::{DType, Storage, Tensor};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -67,6 +68,23 @@ impl Drop for DeviceBuffer {
         if self.ptr != 0 {
             opened().pool.release(self.ptr, self.bytes);
         }
+    }
+}
+
+impl Tensor {
+    /// An uninitialised device tensor from the caching allocator. The GPU
+    /// must be open (`cuda::gpu()`).
+    pub fn empty_cuda(shape: &[usize], dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let buf = opened().pool.alloc(n * dtype.size());
+        Tensor::from_storage(shape, Storage::Cuda { buf, dtype })
+    }
+
+    /// A device tensor of one value.
+    pub fn full_cuda(shape: &[usize], value: f32, dtype: DType) -> Tensor {
+        let t = Tensor::empty_cuda(shape, dtype);
+        super::elementwise::fill(&t, value);
+        t
     }
 }
 
