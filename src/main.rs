@@ -273,6 +273,11 @@ struct TrainArgs {
     /// Check every op's output and gradient for NaN and infinity.
     #[arg(long)]
     detect_anomaly: bool,
+    /// Start from this network's weights (a checkpoint or an exported
+    /// network; its EMA weights where it has them) instead of random ones:
+    /// a fine-tune with a fresh optimiser and a fresh step count.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -677,6 +682,7 @@ fn run_settings(a: &TrainArgs, role: Role) -> Result<RunSettings> {
         warmup: a.warmup,
         ema_decay: a.ema,
         clip: a.clip,
+        init: a.init.clone(),
         ..RunSettings::new(role, task)
     })
 }

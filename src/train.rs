@@ -77,6 +77,11 @@ pub struct RunSettings {
     pub i2sb_ot_ode: bool,
     /// The mean network the source endpoint came from (methods with a mean).
     pub mean_checkpoint: Option<PathBuf>,
+    /// The network whose weights the run started from (`--init`), instead
+    /// of the seeded random ones. Absent from checkpoints written before
+    /// the flag existed: those started from random weights.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// `RunSettings` and the number of steps done: the checkpoint's JSON.
@@ -176,6 +181,7 @@ impl RunSettings {
             i2sb_beta_max: is(false).then(|| task.i2sb_beta_max()),
             i2sb_ot_ode: is(false) && task.i2sb_ot_ode_default(),
             mean_checkpoint: None,
+            init: None,
         }
     }
 
@@ -313,7 +319,10 @@ impl Trainer {
             Role::Mean => config.without_time(),
             Role::Bridge(_) => config.clone(),
         };
-        let net = Unet::new(&config, settings.seed)?;
+        let net = match &settings.init {
+            Some(path) => load_init(path, &config)?,
+            None => Unet::new(&config, settings.seed)?,
+        };
         let ema = Ema::new(net.params().iter().map(|p| &**p), settings.ema_decay);
         let opt = AdamW::new(
             net.params().iter().map(|p| &**p),
@@ -643,6 +652,27 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The starting weights of a fine-tune (`--init`): the EMA weights of a
+/// checkpoint or an exported network, which must have the run's layers.
+/// The task and method may differ (the reference fine-tunes I2SB from
+/// weights trained for another purpose); the optimiser starts fresh.
+fn load_init(path: &Path, config: &UnetConfig) -> Result<Unet> {
+    let (net, _) = load_inference_net(path).map_err(|e| Error(format!("--init: {}", e.0)))?;
+    if net.config != *config {
+        let kind = |c: &UnetConfig| {
+            let role = if c.time_input { "bridge" } else { "mean" };
+            format!("'{}' {role} network", c.name)
+        };
+        bail!(
+            "--init {}: is a {}, not a {} like this run's (or its layers differ)",
+            path.display(),
+            kind(&net.config),
+            kind(config)
+        );
+    }
+    Ok(net)
 }
 
 fn load_mean(settings: &RunSettings) -> Result<Option<Unet>> {

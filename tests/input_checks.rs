@@ -531,6 +531,36 @@ fn bad_training_flags_are_refused_before_any_work() {
         .output()
         .unwrap();
     assert_error(&mean, &["--batch 0: a batch needs at least one image"]);
+    // --init must hold the run's network: its config, bridge or mean.
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/weights/sr4-bicubic-nadb.safetensors"
+    );
+    let wrong_config = train(dir.path(), o, &["--init", shipped]);
+    assert_error(
+        &wrong_config,
+        &[&format!(
+            "--init {shipped}: is a 'small' bridge network, not a 'tiny' bridge network"
+        )],
+    );
+    let bridge = checkpoint(dir.path());
+    let init = bridge.to_str().unwrap();
+    let missing = train(dir.path(), o, &["--init", "nothing.safetensors"]);
+    assert_error(
+        &missing,
+        &["--init: checkpoint nothing.safetensors: cannot open"],
+    );
+    let bridge_into_mean = Command::new(env!("CARGO_BIN_EXE_nadb"))
+        .args(["train-mean", "--task", "sr4-pool", "--config", "tiny"])
+        .args(["--init", init])
+        .args(["--data", dir.path().join("data").to_str().unwrap(), "-o", o])
+        .output()
+        .unwrap();
+    assert_error(
+        &bridge_into_mean,
+        &["is a 'tiny' bridge network, not a 'tiny' mean network"],
+    );
+    assert!(!out.exists(), "a refused --init wrote a checkpoint");
     // A folder for -o that does not exist is found before training, not
     // at the first save.
     let missing = dir.path().join("missing_dir/x.safetensors");

@@ -133,6 +133,39 @@ fn training_is_deterministic_and_resumes_bit_for_bit() {
     }
 }
 
+#[test]
+fn a_run_with_init_starts_from_that_networks_ema_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    write_scenes(&dir.path().join("train"), 2, 32, 3);
+    let data = Arc::new(Dataset::open(&dir.path().join("train"), 16).unwrap());
+    let tiny = UnetConfig::named("tiny").unwrap();
+    let role = Role::Bridge(Method::NadbNoMean);
+    let first = dir.path().join("first.safetensors");
+    let mut a = Trainer::new(settings(role, None), &tiny).unwrap();
+    a.run(data.clone(), 3, &first, 100, |_| {}).unwrap();
+
+    let tuned = RunSettings {
+        init: Some(first.clone()),
+        ..settings(role, None)
+    };
+    let mut b = Trainer::new(tuned.clone(), &tiny).unwrap();
+    let ck = Checkpoint::open(&first).unwrap();
+    let ema = ck
+        .load_group(EMA_PREFIX, &param_specs(&ck.config).unwrap())
+        .unwrap();
+    assert_eq!(b.step, 0, "a fine-tune counts its own steps");
+    for (p, e) in b.net.params().iter().zip(&ema) {
+        assert!(
+            p.data() == e.data(),
+            "a weight is not the init's EMA weight"
+        );
+    }
+    // The init is part of the run: recorded, so a resume checks it.
+    let second = dir.path().join("second.safetensors");
+    b.run(data, 1, &second, 100, |_| {}).unwrap();
+    assert_eq!(Trainer::resume(&second).unwrap().settings, tuned);
+}
+
 fn nadb(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nadb"))
         .args(args)
