@@ -49,6 +49,12 @@ fn write_scenes(dir: &Path, count: usize, side: usize, first_seed: usize) {
     }
 }
 
+/// `count` 32x32 scenes written to `dir/train`, opened for 16x16 crops.
+fn scene_crops(dir: &Path, count: usize, first_seed: usize) -> Arc<Dataset> {
+    write_scenes(&dir.join("train"), count, 32, first_seed);
+    Arc::new(Dataset::open(&dir.join("train"), 16).unwrap())
+}
+
 fn settings(role: Role, mean: Option<&Path>) -> RunSettings {
     RunSettings {
         batch: 4,
@@ -101,8 +107,7 @@ fn tiny_nadb_restores_sr4_pool_better_than_the_input() {
 #[test]
 fn training_is_deterministic_and_resumes_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    write_scenes(&dir.path().join("train"), 3, 32, 7);
-    let data = Arc::new(Dataset::open(&dir.path().join("train"), 16).unwrap());
+    let data = scene_crops(dir.path(), 3, 7);
     let tiny = UnetConfig::named("tiny").unwrap();
     let role = Role::Bridge(Method::NadbNoMean);
 
@@ -136,8 +141,7 @@ fn training_is_deterministic_and_resumes_bit_for_bit() {
 #[test]
 fn a_run_with_init_starts_from_that_networks_ema_weights() {
     let dir = tempfile::tempdir().unwrap();
-    write_scenes(&dir.path().join("train"), 2, 32, 3);
-    let data = Arc::new(Dataset::open(&dir.path().join("train"), 16).unwrap());
+    let data = scene_crops(dir.path(), 2, 3);
     let tiny = UnetConfig::named("tiny").unwrap();
     let role = Role::Bridge(Method::NadbNoMean);
     let first = dir.path().join("first.safetensors");
