@@ -254,6 +254,10 @@ struct TrainArgs {
     /// Linear learning-rate warm-up steps.
     #[arg(long, default_value_t = 500)]
     warmup: u64,
+    /// After the warm-up: `constant`, or `cosine` (a half cosine from --lr
+    /// down to zero at --steps, so a resume must keep --steps).
+    #[arg(long, default_value = "constant")]
+    lr_schedule: String,
     #[arg(long, default_value_t = 0.999)]
     ema: f32,
     /// Global gradient-norm clip.
@@ -674,12 +678,18 @@ fn degrade_cmd(a: DegradeArgs) -> Result<()> {
 
 fn run_settings(a: &TrainArgs, role: Role) -> Result<RunSettings> {
     let task: Task = a.task.parse()?;
+    let cosine_steps = match a.lr_schedule.as_str() {
+        "constant" => None,
+        "cosine" => Some(a.steps),
+        other => bail!("--lr-schedule {other}: unknown schedule (constant or cosine)"),
+    };
     Ok(RunSettings {
         seed: a.seed,
         batch: a.batch,
         crop: a.crop,
         lr: a.lr,
         warmup: a.warmup,
+        cosine_steps,
         ema_decay: a.ema,
         clip: a.clip,
         init: a.init.clone(),

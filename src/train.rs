@@ -64,6 +64,12 @@ pub struct RunSettings {
     pub crop: usize,
     pub lr: f32,
     pub warmup: u64,
+    /// The step at which a cosine decay after the warm-up reaches zero
+    /// (`--lr-schedule cosine`: the run's `--steps`); None keeps the rate
+    /// constant after the warm-up. Absent from checkpoints written before
+    /// the flag existed: those trained at a constant rate.
+    #[serde(default)]
+    pub cosine_steps: Option<u64>,
     pub weight_decay: f32,
     pub ema_decay: f32,
     pub clip: f32,
@@ -107,6 +113,24 @@ impl RunSettings {
         }
     }
 
+    /// The rate of the update that ends step `step + 1`: a linear warm-up
+    /// to `lr`, then constant, or a half cosine down to zero at
+    /// `cosine_steps` (a small final rate lets the weights settle where the
+    /// constant rate's gradient noise keeps them moving).
+    pub fn learning_rate(&self, step: u64) -> f32 {
+        let done = step + 1;
+        let warm = (done as f32 / self.warmup.max(1) as f32).min(1.0);
+        let decay = match self.cosine_steps {
+            Some(end) if done > self.warmup => {
+                let span = end.saturating_sub(self.warmup).max(1);
+                let progress = ((done - self.warmup) as f64 / span as f64).min(1.0);
+                0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            _ => 1.0,
+        };
+        self.lr * warm * decay as f32
+    }
+
     /// Refuses settings a run cannot train with, naming the flag: checked
     /// before any work (a zero batch would only show as a NaN loss, an EMA
     /// decay of 2 as black restorations, a crop the U-Net cannot halve as
@@ -120,6 +144,14 @@ impl RunSettings {
                 "--lr {}: the learning rate must be positive and finite",
                 self.lr
             );
+        }
+        if let Some(end) = self.cosine_steps {
+            if end <= self.warmup {
+                bail!(
+                    "--lr-schedule cosine: --steps {end} must exceed --warmup {} (the decay runs from the warm-up's end to --steps)",
+                    self.warmup
+                );
+            }
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             bail!(
@@ -174,6 +206,7 @@ impl RunSettings {
             crop: 64,
             lr: 1e-4,
             warmup: 500,
+            cosine_steps: None,
             weight_decay: 0.0,
             ema_decay: 0.999,
             clip: 1.0,
@@ -554,7 +587,7 @@ impl Trainer {
         let mut g = gather_grads(&mut grads, &params);
         let loss = loss.shared();
         drop((params, out, grads, tape));
-        let lr = s.lr * ((self.step + 1) as f32 / s.warmup.max(1) as f32).min(1.0);
+        let lr = s.learning_rate(self.step);
         if let Some(gpu) = &mut self.gpu {
             let hyper = Hyper {
                 lr,

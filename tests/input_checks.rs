@@ -473,7 +473,7 @@ fn bad_training_flags_are_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.safetensors");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["--ema", "2"],
             "--ema 2: the EMA decay must be in [0, 1) (0.999 is usual)",
@@ -510,6 +510,14 @@ fn bad_training_flags_are_refused_before_any_work() {
         (
             &["--mean-checkpoint", "mean.safetensors"],
             "--mean-checkpoint mean.safetensors: method nadb-nomean uses no mean network",
+        ),
+        (
+            &["--lr-schedule", "linear"],
+            "--lr-schedule linear: unknown schedule (constant or cosine)",
+        ),
+        (
+            &["--lr-schedule", "cosine", "--steps", "400"],
+            "--lr-schedule cosine: --steps 400 must exceed --warmup 500",
         ),
     ];
     for (flags, message) in cases {

@@ -68,6 +68,34 @@ fn settings(role: Role, mean: Option<&Path>) -> RunSettings {
 }
 
 #[test]
+fn the_cosine_schedule_warms_up_then_falls_to_zero_at_its_last_step() {
+    let constant = RunSettings {
+        lr: 1e-3,
+        warmup: 10,
+        ..RunSettings::new(Role::Mean, Task::Sr4Pool)
+    };
+    let cosine = RunSettings {
+        cosine_steps: Some(110),
+        ..constant.clone()
+    };
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-9;
+    for s in [&constant, &cosine] {
+        // The update ending step k + 1 warms up linearly over 10 steps.
+        assert!(close(s.learning_rate(0), 1e-4));
+        assert!(close(s.learning_rate(4), 5e-4));
+        assert!(close(s.learning_rate(9), 1e-3));
+    }
+    assert!(close(constant.learning_rate(109), 1e-3));
+    assert!(close(constant.learning_rate(5000), 1e-3));
+    // Half the rate halfway through the decay, none at its end and after.
+    assert!(close(cosine.learning_rate(59), 5e-4));
+    assert!(close(cosine.learning_rate(109), 0.0));
+    assert!(close(cosine.learning_rate(200), 0.0));
+    let rates: Vec<f32> = (9..110).map(|k| cosine.learning_rate(k)).collect();
+    assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+}
+
+#[test]
 fn tiny_nadb_restores_sr4_pool_better_than_the_input() {
     let dir = tempfile::tempdir().unwrap();
     write_scenes(&dir.path().join("train"), 6, 48, 0);
